@@ -1,0 +1,1 @@
+"""Actors of the Convergio daemon (installed as convergiod.actors)."""

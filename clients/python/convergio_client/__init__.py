@@ -1,0 +1,1 @@
+"""Convergio Python client."""

@@ -1,0 +1,3 @@
+"""Convergio daemon."""
+
+__version__ = "0.1.0"

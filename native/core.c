@@ -1,0 +1,2 @@
+#include "convergio_core.h"
+int cv_abi_version(void) { return 1; }
