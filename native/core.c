@@ -1,2 +1,3 @@
 #include "convergio_core.h"
-int cv_abi_version(void) { return 1; }
+
+int cv_abi_version(void) { return CV_ABI_VERSION; }

@@ -1,0 +1,161 @@
+"""The Trio client: many concurrent requests over one ``DEALER`` socket.
+
+A reader task demultiplexes frames by request id, so any number of tasks can ``call`` and
+``stream`` at once (the benchmark keeps 64 in flight)::
+
+    async with open_client() as client:
+        pong = await client.call(Ping())
+        async with client.stream(Ping(count=3, interval=0.1)) as events:
+            async for event in events:
+                print(event)
+        print(events.result)
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+import zmq
+
+from convergio_client.errors import ClientTimeout, RemoteError
+from convergio_client.sync import check_running, configure_dealer
+from convergiod import protocol
+from convergiod.paths import Paths, resolve
+from convergiod.zmqtrio import TrioSocket, open_socket
+
+log = logging.getLogger("convergio_client")
+
+
+class _Pending:
+    __slots__ = ("frames", "lot")
+
+    def __init__(self) -> None:
+        self.frames: deque[protocol.ServerMessage] = deque()
+        self.lot = trio.lowlevel.ParkingLot()
+
+
+class AsyncStream:
+    """Async iterator over one request's events; ``result`` is set when it ends."""
+
+    def __init__(self, client: AsyncClient, request_id: int, timeout: float | None) -> None:
+        self._client = client
+        self.id = request_id
+        self._timeout = timeout
+        self.result: protocol.ResultBody | None = None
+        self.done = False
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> protocol.EventBody:
+        if self.done:
+            raise StopAsyncIteration
+        msg = await self._client._next(self.id, self._timeout)
+        if isinstance(msg, protocol.Event):
+            return msg.body
+        self.done = True
+        self._client._pending.pop(self.id, None)
+        if isinstance(msg, protocol.Failure):
+            raise RemoteError(msg.code, msg.message, msg.retry_after)
+        self.result = msg.body
+        raise StopAsyncIteration
+
+    async def cancel(self) -> None:
+        if not self.done:
+            self.done = True
+            self._client._pending.pop(self.id, None)
+            await self._client._send(protocol.Cancel(id=self.id))
+
+
+class AsyncClient:
+    def __init__(self, sock: TrioSocket, timeout: float | None) -> None:
+        self._sock = sock
+        self.timeout = timeout
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.count(int(time.time() * 1000) % 1_000_000 * 1000 + 1)
+
+    async def call(
+        self, op: protocol.Op, *, timeout: float | None = None, deadline: float | None = None
+    ) -> Any:
+        """Send ``op``; return its ``Result`` body (events are discarded)."""
+        async with self.stream(op, timeout=timeout, deadline=deadline) as events:
+            async for _ in events:
+                pass
+        return events.result
+
+    @asynccontextmanager
+    async def stream(
+        self, op: protocol.Op, *, timeout: float | None = None, deadline: float | None = None
+    ) -> AsyncIterator[AsyncStream]:
+        rid = next(self._ids)
+        self._pending[rid] = _Pending()
+        stream = AsyncStream(self, rid, self.timeout if timeout is None else timeout)
+        try:
+            await self._send(protocol.Request(id=rid, op=op, deadline=deadline))
+            yield stream
+        finally:
+            if not stream.done:
+                with trio.CancelScope(shield=True):
+                    await stream.cancel()
+
+    async def _send(self, msg: protocol.ClientMessage) -> None:
+        await self._sock.send(protocol.encode(msg))
+
+    async def _next(self, rid: int, timeout: float | None) -> protocol.ServerMessage:
+        pending = self._pending.get(rid)
+        if pending is None:
+            raise RuntimeError(f"request {rid} is not in flight")
+        if not pending.frames:
+            with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+                while not pending.frames:
+                    await pending.lot.park()
+            if scope.cancelled_caught:
+                raise ClientTimeout(f"no answer from the daemon within {timeout:g} s")
+        return pending.frames.popleft()
+
+    async def _reader(self) -> None:
+        while True:
+            frame = await self._sock.recv()
+            try:
+                msg = protocol.decode_server(frame)
+            except Exception:
+                log.exception("undecodable frame from the daemon dropped")
+                continue
+            pending = self._pending.get(msg.id)
+            if pending is None:
+                if isinstance(msg, protocol.Failure) and msg.id == 0:
+                    log.warning("daemon refused a frame: %s: %s", msg.code, msg.message)
+                continue
+            pending.frames.append(msg)
+            pending.lot.unpark()
+
+
+@asynccontextmanager
+async def open_client(
+    endpoint: str | None = None,
+    *,
+    paths: Paths | None = None,
+    timeout: float | None = 10.0,
+    check: bool = True,
+) -> AsyncIterator[AsyncClient]:
+    paths = paths or resolve()
+    if check and endpoint is None:
+        check_running(paths)
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        async with open_socket(ctx, zmq.DEALER) as sock, trio.open_nursery() as nursery:
+            configure_dealer(sock.zmq)
+            sock.zmq.connect(endpoint or paths.api_endpoint)
+            client = AsyncClient(sock, timeout)
+            nursery.start_soon(client._reader)
+            yield client
+            nursery.cancel_scope.cancel()
+    finally:
+        ctx.term()

@@ -1,0 +1,3 @@
+from convergiod.cli.main import main
+
+main()

@@ -1,0 +1,250 @@
+"""The daemon's lifecycle: lock, sockets, the actor tree, the gateway, signals, shutdown.
+
+Start-up order: take the lock (one daemon per home), bind ``PUB``, start the supervision tree
+in spec order, then bind the ``ROUTER``: a client that can connect finds every actor running.
+SIGTERM/SIGINT (or the ``daemon.shutdown`` op) stop new requests, let in-flight ones finish
+within ``gateway.drain_timeout``, stop the tree in reverse order and exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import signal
+import time
+from collections import deque
+from typing import Any
+
+import trio
+import zmq
+
+from convergiod import __version__, protocol
+from convergiod.config import Config
+from convergiod.gateway import Gateway, Handler, ipc_router_options
+from convergiod.lock import DaemonLock
+from convergiod.paths import Paths
+from convergiod.runtime import (
+    ActorCrashed,
+    ActorNotFound,
+    ActorStopped,
+    ActorSystem,
+    AskTimeout,
+    ChildSpec,
+    MailboxFull,
+    Restart,
+    Strategy,
+    SupervisorSpec,
+    open_actor_system,
+)
+from convergiod.zmqtrio import TrioSocket, open_socket
+
+log = logging.getLogger("convergiod.daemon")
+
+HEALTH_INTERVAL = 1.0
+RUNTIME_ERRORS = (ActorCrashed, ActorNotFound, ActorStopped, AskTimeout, MailboxFull)
+
+
+class Daemon:
+    """State shared by the op handlers of one daemon process."""
+
+    def __init__(self, paths: Paths, config: Config) -> None:
+        self.paths = paths
+        self.config = config
+        self.started_at = time.time()
+        self.shutdown_requested = trio.Event()
+        self.system: ActorSystem | None = None
+        self.gateway: Gateway | None = None
+        self.loop_lag = 0.0
+        self.last_probe_ok = trio.current_time()
+        self.events_dropped = 0
+        self._early_events: deque[protocol.PubEvent] = deque(maxlen=1000)
+
+    # ------------------------------------------------------------------ the actor tree
+
+    def tree(self, pub: TrioSocket) -> SupervisorSpec:
+        """The supervision tree. Later actors (memory, router, tool, plugin, orchestrator)
+        join it under their own supervisors."""
+        from convergiod.actors.events import EventsActor
+        from convergiod.actors.health import HealthActor
+        from convergiod.actors.system import SystemActor
+
+        sup = self.config.supervisor
+        core = SupervisorSpec(
+            name="core",
+            strategy=Strategy(sup.strategy),
+            intensity=sup.intensity,
+            period=sup.period,
+            children=[
+                ChildSpec(name="events", start=lambda: EventsActor(pub), shutdown=sup.shutdown),
+                ChildSpec(name="health", start=HealthActor, shutdown=sup.shutdown),
+                ChildSpec(
+                    name="system",
+                    start=lambda: SystemActor(
+                        started_at=self.started_at,
+                        home=str(self.paths.home or self.paths.data_dir),
+                        gateway_stats=self.gateway_stats,
+                        health=lambda: (self.healthy, self.loop_lag),
+                    ),
+                    shutdown=sup.shutdown,
+                ),
+            ],
+        )
+        return SupervisorSpec(
+            name="root",
+            strategy=Strategy.ONE_FOR_ONE,
+            intensity=3,
+            period=30.0,
+            children=[
+                # A supervisor's shutdown must cover its children's (OTP uses infinity).
+                ChildSpec(
+                    name="core",
+                    start=core,
+                    restart=Restart.PERMANENT,
+                    shutdown=sup.shutdown * len(core.children) + 1.0,
+                )
+            ],
+        )
+
+    def gateway_stats(self) -> protocol.GatewayStats:
+        gw = self.gateway
+        return protocol.GatewayStats(
+            endpoint=self.paths.api_endpoint,
+            events_endpoint=self.paths.events_endpoint,
+            in_flight=gw.in_flight if gw else 0,
+            requests=gw.counters.requests if gw else 0,
+            failures=gw.counters.failures if gw else 0,
+        )
+
+    # ------------------------------------------------------------------ events
+
+    def publish(self, topic: str, data: dict[str, Any]) -> None:
+        """Never raises: an event that cannot be queued is counted and dropped."""
+        event = protocol.PubEvent(topic=topic, time=time.time(), data=data)
+        if self.system is None:
+            self._early_events.append(event)
+            return
+        try:
+            self.system.ref("events").send(event)
+        except RUNTIME_ERRORS:
+            self.events_dropped += 1
+
+    def _flush_early_events(self) -> None:
+        while self._early_events:
+            event = self._early_events.popleft()
+            self.publish(event.topic, event.data)
+
+    # ------------------------------------------------------------------ health
+
+    async def health_loop(self) -> None:
+        """Measure event-loop lag and probe the tree once a second."""
+        from convergiod.actors.health import Probe
+
+        while True:
+            before = trio.current_time()
+            await trio.sleep(HEALTH_INTERVAL)
+            self.loop_lag = max(0.0, trio.current_time() - before - HEALTH_INTERVAL)
+            if self.system is None:
+                continue
+            try:
+                await self.system.ref("health").ask(Probe(sent_at=trio.current_time()), timeout=2.0)
+            except RUNTIME_ERRORS as exc:
+                log.warning("health probe failed: %s", exc)
+            else:
+                self.last_probe_ok = trio.current_time()
+
+    @property
+    def healthy(self) -> bool:
+        return (
+            self.system is not None
+            and self.system.healthy
+            and trio.current_time() - self.last_probe_ok < 3 * HEALTH_INTERVAL + 2.0
+        )
+
+
+def handlers(daemon: Daemon) -> dict[type, Handler]:
+    from convergiod.commands import registry
+
+    return {op: functools.partial(fn, daemon) for op, fn in registry().items()}
+
+
+async def serve(daemon: Daemon) -> None:
+    paths, config = daemon.paths, daemon.config
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        async with (
+            open_socket(ctx, zmq.PUB) as pub,
+            open_socket(ctx, zmq.ROUTER) as router,
+            trio.open_nursery() as nursery,
+        ):
+            pub.zmq.setsockopt(zmq.LINGER, 0)
+            pub.zmq.setsockopt(zmq.SNDHWM, 10_000)
+            pub.zmq.bind(paths.events_endpoint)
+            async with open_actor_system(daemon.tree(pub), on_event=daemon.publish) as system:
+                daemon.system = system
+                daemon._flush_early_events()
+                ipc_router_options(router.zmq, config.gateway.max_frame_bytes)
+                gateway = Gateway(
+                    config.gateway,
+                    router,
+                    handlers(daemon),
+                    endpoint=paths.api_endpoint,
+                    events_endpoint=paths.events_endpoint,
+                    pid=os.getpid(),
+                    version=__version__,
+                )
+                daemon.gateway = gateway
+                with trio.CancelScope() as gateway_scope:
+                    nursery.start_soon(_watch_signals, daemon)
+                    nursery.start_soon(daemon.health_loop)
+                    await nursery.start(gateway.serve)
+                    router.zmq.bind(paths.api_endpoint)
+                    os.chmod(paths.api_socket, 0o600)
+                    os.chmod(paths.events_socket, 0o600)
+                    log.info(
+                        "convergiod %s ready on %s (pid %d)",
+                        __version__,
+                        paths.api_endpoint,
+                        os.getpid(),
+                    )
+                    daemon.publish("daemon.ready", {"pid": os.getpid()})
+                    await daemon.shutdown_requested.wait()
+                    log.info("shutting down: draining %d in-flight requests", gateway.in_flight)
+                    gateway.stop_accepting()
+                    await gateway.drain(config.gateway.drain_timeout)
+                    gateway_scope.cancel()
+                nursery.cancel_scope.cancel()
+            daemon.system = None
+    finally:
+        ctx.term()
+
+
+async def _watch_signals(daemon: Daemon) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s", signal.Signals(signum).name)
+            daemon.shutdown_requested.set()
+
+
+def run(paths: Paths, config: Config) -> int:
+    """Run the daemon in the foreground until it is told to stop. Returns the exit code."""
+    paths.prepare_runtime_dir()
+    lock = DaemonLock(paths.lock_file, paths.pid_file)
+    lock.acquire()
+    try:
+        for stale in (paths.api_socket, paths.events_socket):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+        trio.run(_main, paths, config)
+        log.info("convergiod stopped")
+        return 0
+    finally:
+        for sock in (paths.api_socket, paths.events_socket):
+            with contextlib.suppress(FileNotFoundError):
+                sock.unlink()
+        lock.release()
+
+
+async def _main(paths: Paths, config: Config) -> None:
+    await serve(Daemon(paths, config))

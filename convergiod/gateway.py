@@ -1,0 +1,328 @@
+"""The front door: a ZeroMQ ``ROUTER`` for requests and a ``PUB`` for events.
+
+Each request runs in its own task under the gateway's nursery with its own cancel scope, so a
+``Cancel`` or the request's deadline reaches exactly that request. The gateway never queues
+without bound: past ``max_in_flight`` (or the per-client share) it answers ``overloaded`` with
+a retry hint. Malformed frames are answered with a ``Failure`` and never reach a handler.
+
+The caller's tenant and role come from the connection, never from the message: the
+owner-only ``ipc://`` socket is the admin of tenant ``local``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+import zmq
+
+from convergiod import logs, protocol
+from convergiod.config import GatewayConfig
+from convergiod.errors import classify
+from convergiod.protocol import (
+    Cancel,
+    ErrorCode,
+    EventBody,
+    Failure,
+    Ping,
+    Pong,
+    Request,
+    Result,
+    ResultBody,
+)
+from convergiod.zmqtrio import TrioSocket
+
+log = logging.getLogger("convergiod.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    tenant: str
+    role: str
+    client: bytes
+
+
+LOCAL_ADMIN_TENANT = "local"
+#: Messages taken off the socket per scheduler trip of the receive loop.
+BATCH = 256
+
+
+class RequestContext:
+    """What an op handler gets: who is calling, and a way to stream events back."""
+
+    __slots__ = ("_gateway", "_seq", "caller", "id", "ident")
+
+    def __init__(self, gateway: Gateway, ident: bytes, request_id: int, caller: Caller):
+        self._gateway = gateway
+        self.ident = ident
+        self.id = request_id
+        self.caller = caller
+        self._seq = 0
+
+    async def emit(self, body: EventBody) -> None:
+        self._seq += 1
+        await self._gateway.send(self.ident, protocol.Event(id=self.id, seq=self._seq, body=body))
+
+
+Handler = Callable[[RequestContext, Any], Awaitable[ResultBody]]
+
+
+@dataclass
+class _InFlight:
+    scope: trio.CancelScope
+    #: Why the scope was cancelled; only the deadline cancels without setting it.
+    reason: ErrorCode = "timeout"
+
+
+@dataclass
+class GatewayCounters:
+    requests: int = 0
+    failures: int = 0
+    per_client: dict[bytes, int] = field(default_factory=dict)
+
+
+class Gateway:
+    """Serves requests arriving on ``router`` with ``handlers`` keyed by op type."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        router: TrioSocket,
+        handlers: dict[type, Handler],
+        *,
+        endpoint: str,
+        events_endpoint: str,
+        pid: int,
+        version: str,
+    ) -> None:
+        self.config = config
+        self.router = router
+        self.handlers = handlers
+        self.endpoint = endpoint
+        self.events_endpoint = events_endpoint
+        self.counters = GatewayCounters()
+        self._in_flight: dict[tuple[bytes, int], _InFlight] = {}
+        self._accepting = True
+        self._idle = trio.Event()
+        self._idle.set()
+        self._nursery: trio.Nursery | None = None
+        self._pong = Pong(version=version, protocol=protocol.PROTOCOL_VERSION, pid=pid)
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Receive and dispatch until cancelled.
+
+        After each awaited receive, up to ``BATCH`` more queued messages are taken without
+        yielding: under load one trip through the scheduler serves many requests.
+        """
+        recv, try_recv, dispatch = (
+            self.router.recv_multipart,
+            self.router.try_recv_multipart,
+            self._dispatch,
+        )
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                dispatch(await recv())
+                for _ in range(BATCH):
+                    frames = try_recv()
+                    if frames is None:
+                        break
+                    dispatch(frames)
+
+    def stop_accepting(self) -> None:
+        """From now on new requests get ``unavailable``; in-flight ones continue."""
+        self._accepting = False
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for in-flight requests to finish; after ``timeout`` cancel the rest, which end
+        with ``Failure(unavailable)``."""
+        with trio.move_on_after(timeout):
+            await self._idle.wait()
+        if self._in_flight:
+            log.warning("cancelling %d requests still running at shutdown", len(self._in_flight))
+            for entry in list(self._in_flight.values()):
+                entry.reason = "unavailable"
+                entry.scope.cancel()
+            with trio.move_on_after(1.0):
+                await self._idle.wait()
+
+    async def send(self, ident: bytes, msg: protocol.ServerMessage) -> None:
+        try:
+            await self.router.send_multipart((ident, protocol.encode(msg)))
+        except trio.ClosedResourceError:
+            log.debug("reply to a closed socket dropped")
+
+    def _reply(self, ident: bytes, msg: protocol.ServerMessage) -> None:
+        """Send from the receive loop without yielding; if the socket will not take the
+        message now, a task sends it when it can."""
+        try:
+            if self.router.try_send_multipart((ident, protocol.encode(msg))):
+                return
+        except trio.ClosedResourceError:
+            return
+        assert self._nursery is not None
+        self._nursery.start_soon(self.send, ident, msg)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _fail(
+        self,
+        ident: bytes,
+        rid: int,
+        code: ErrorCode,
+        message: str,
+        retry_after: float | None = None,
+    ) -> None:
+        self.counters.failures += 1
+        self._reply(ident, Failure(id=rid, code=code, message=message, retry_after=retry_after))
+
+    def _dispatch(self, frames: list[bytes]) -> None:
+        ident = frames[0]
+        if len(frames) != 2:
+            self._fail(
+                ident,
+                0,
+                "bad_request",
+                f"expected exactly one frame per message, got {len(frames) - 1}",
+            )
+            return
+        try:
+            msg = protocol.decode_client(frames[1], self.config.max_frame_bytes)
+        except protocol.ProtocolError as exc:
+            self._fail(ident, exc.request_id, exc.code, exc.message)
+            return
+        if type(msg) is Cancel:
+            entry = self._in_flight.get((ident, msg.id))
+            if entry is not None:
+                entry.reason = "cancelled"
+                entry.scope.cancel()
+            return
+        assert isinstance(msg, Request)
+        self.counters.requests += 1
+        op = msg.op
+        if type(op) is Ping and op.count == 0:
+            # The hot path: answered in the receive loop, no task needed.
+            pong = (
+                self._pong
+                if not op.echo
+                else Pong(
+                    version=self._pong.version,
+                    protocol=self._pong.protocol,
+                    pid=self._pong.pid,
+                    echo=op.echo,
+                )
+            )
+            self._reply(ident, Result(id=msg.id, body=pong))
+            return
+        self._start(ident, msg)
+
+    def _start(self, ident: bytes, req: Request) -> None:
+        if not self._accepting:
+            self._fail(ident, req.id, "unavailable", "the daemon is shutting down")
+            return
+        key = (ident, req.id)
+        if key in self._in_flight:
+            self._fail(ident, req.id, "bad_request", f"request id {req.id} is already in flight")
+            return
+        per_client = self.counters.per_client.get(ident, 0)
+        if len(self._in_flight) >= self.config.max_in_flight:
+            self._fail(
+                ident,
+                req.id,
+                "overloaded",
+                f"{len(self._in_flight)} requests in flight (limit {self.config.max_in_flight})",
+                retry_after=0.05,
+            )
+            return
+        if per_client >= self.config.max_in_flight_per_client:
+            self._fail(
+                ident,
+                req.id,
+                "overloaded",
+                f"this client has {per_client} requests in flight "
+                f"(limit {self.config.max_in_flight_per_client})",
+                retry_after=0.05,
+            )
+            return
+        handler = self.handlers.get(type(req.op))
+        if handler is None:
+            self._fail(ident, req.id, "bad_request", f"unsupported op {type(req.op).__name__}")
+            return
+        caller = Caller(tenant=LOCAL_ADMIN_TENANT, role="admin", client=ident)
+        scope = trio.CancelScope()
+        if req.deadline is not None:
+            scope.deadline = trio.current_time() + req.deadline
+        entry = _InFlight(scope=scope)
+        self._in_flight[key] = entry
+        self.counters.per_client[ident] = per_client + 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run, ident, req, handler, caller, entry)
+
+    async def _run(
+        self, ident: bytes, req: Request, handler: Handler, caller: Caller, entry: _InFlight
+    ) -> None:
+        token = logs.request_id.set(req.id)
+        key = (ident, req.id)
+        reply: protocol.ServerMessage | None = None
+        started = time.perf_counter()
+        try:
+            with entry.scope:
+                ctx = RequestContext(self, ident, req.id, caller)
+                try:
+                    body = await handler(ctx, req.op)
+                    reply = Result(id=req.id, body=body)
+                except Exception as exc:  # every failure becomes a Failure frame
+                    code, message = classify(exc)
+                    if code == "internal":
+                        log.exception("op %s failed", type(req.op).__name__)
+                    else:
+                        log.info("op %s failed: %s: %s", type(req.op).__name__, code, message)
+                    reply = Failure(id=req.id, code=code, message=message)
+            if entry.scope.cancelled_caught or reply is None:
+                message = {
+                    "timeout": f"deadline of {req.deadline} s exceeded",
+                    "cancelled": "cancelled by the client",
+                    "unavailable": "the daemon is shutting down",
+                }.get(entry.reason, entry.reason)
+                reply = Failure(id=req.id, code=entry.reason, message=message)
+            if isinstance(reply, Failure):
+                self.counters.failures += 1
+            with trio.CancelScope(shield=True):
+                await self.send(ident, reply)
+            log.debug(
+                "op %s done in %.3f ms",
+                type(req.op).__name__,
+                (time.perf_counter() - started) * 1e3,
+            )
+        finally:
+            logs.request_id.reset(token)
+            del self._in_flight[key]
+            left = self.counters.per_client[ident] - 1
+            if left:
+                self.counters.per_client[ident] = left
+            else:
+                del self.counters.per_client[ident]
+            if not self._in_flight:
+                self._idle.set()
+
+
+def ipc_router_options(sock: zmq.Socket[Any], max_frame_bytes: int) -> None:
+    """Socket options for the front door: drop (never block on) slow or vanished clients, and
+    let libzmq refuse absurd frames before they are buffered whole."""
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, max(max_frame_bytes * 16, 64 << 20))
+    sock.setsockopt(zmq.SNDHWM, 100_000)
+    sock.setsockopt(zmq.RCVHWM, 100_000)

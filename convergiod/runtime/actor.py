@@ -1,0 +1,49 @@
+"""The ``Actor`` base class that application actors subclass."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .cell import ActorCell
+    from .ref import ActorRef
+    from .system import ActorSystem
+
+__all__ = ["Actor"]
+
+
+class Actor:
+    """Subclass this; state lives in the instance. A fresh instance is made for each (re)start.
+
+    ``handle`` runs in one of ``concurrency`` worker tasks that share the actor's mailbox.
+    Its return value is the reply to ``ask``; an exception raised from it (or from ``started``)
+    crashes the actor, and its supervisor applies its strategy. ``stopping`` runs on an
+    orderly stop, inside the child's shutdown timeout.
+    """
+
+    concurrency: ClassVar[int] = 1
+    name: str  # set by the runtime before started()
+    system: ActorSystem  # set by the runtime before started()
+    _cell: ActorCell | None = None
+
+    async def started(self) -> None:
+        """Runs before the first message; raising here is a crash."""
+
+    async def handle(self, msg: Any) -> Any:
+        """Handle one message; the result is the reply to ``ask``."""
+        raise NotImplementedError(f"{type(self).__name__}.handle is not implemented")
+
+    async def stopping(self) -> None:
+        """Runs on an orderly shutdown, within the child's shutdown timeout."""
+
+    def stop(self) -> None:
+        """Ask for a *normal* exit: in-flight messages finish, then ``stopping()`` runs.
+
+        A normal exit is restarted only for ``Restart.PERMANENT`` children.
+        """
+        if self._cell is not None:
+            self._cell.request_self_stop(self)
+
+    def ref(self, name: str) -> ActorRef:
+        """Shortcut for ``self.system.ref(name)``."""
+        return self.system.ref(name)

@@ -1,0 +1,136 @@
+"""``ActorCell``: the stable home of one actor name (mailbox, counters) and its runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .actor import Actor
+from .errors import ActorCrashed, ActorError, ActorStopped
+from .mailbox import Mailbox
+from .node import Node, logger
+from .spec import ChildSpec
+
+if TYPE_CHECKING:
+    from .supervisor import SupervisorNode
+    from .system import ActorSystem
+
+__all__ = ["ActorCell"]
+
+_BURST = 64  # messages a worker handles back to back before yielding to the scheduler
+
+
+class ActorCell(Node):
+    """One actor of the tree. The mailbox outlives instances, so queued messages survive."""
+
+    kind = "actor"
+
+    def __init__(
+        self,
+        system: ActorSystem,
+        spec: ChildSpec,
+        factory: Callable[[], Actor],
+        parent: SupervisorNode,
+    ) -> None:
+        super().__init__(system, spec.name, spec, parent)
+        self.factory = factory
+        self.mailbox = Mailbox(spec.name, spec.mailbox_size)
+        self.handled = 0
+        self.instance: Actor | None = None
+
+    def request_self_stop(self, instance: Actor) -> None:
+        """``Actor.stop()``: a normal exit of the current instance."""
+        if instance is not self.instance or self._stop_requested or self._done.is_set():
+            return
+        self.state = "stopped"  # draining; the supervisor decides what comes next
+        self._begin_stop()
+
+    def _begin_stop(self) -> None:
+        super()._begin_stop()
+        self.mailbox.wake_all()
+
+    def _revive(self) -> None:
+        self.mailbox.reopen()
+
+    def retire(self, cause: BaseException | None) -> None:
+        super().retire(cause)
+        name = self.name
+        error: Callable[[], ActorError]
+        if cause is None:
+            error = lambda: ActorStopped(name)  # noqa: E731
+        else:
+            reason = repr(cause)
+            error = lambda: ActorCrashed(name, reason)  # noqa: E731
+        self.mailbox.close(error)
+
+    async def _run(self) -> None:
+        outer_cancel = False
+        try:
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                try:
+                    instance = self.factory()
+                    if not isinstance(instance, Actor):
+                        raise TypeError(f"factory of {self.name!r} returned {instance!r}")
+                    instance.name = self.name
+                    instance.system = self.system
+                    instance._cell = self
+                    self.instance = instance
+                    await instance.started()
+                except Exception as exc:
+                    self._start_failed(exc)
+                    return
+                self._mark_running()
+                if not self._stop_requested:
+                    async with trio.open_nursery() as workers:
+                        for i in range(max(1, instance.concurrency)):
+                            workers.start_soon(self._worker, instance, name=f"{self.name}#{i}")
+                if self._exit is None:
+                    try:
+                        await instance.stopping()
+                    except Exception as exc:
+                        self.last_error = repr(exc)
+                        logger.exception("actor %r: stopping() raised", self.name)
+            if scope.cancelled_caught and self._exit is None:
+                logger.warning(
+                    "actor %r did not stop within %gs; cancelled", self.name, self.shutdown_timeout
+                )
+        except BaseException:
+            outer_cancel = True
+            raise
+        finally:
+            self.instance = None
+            self._finish(post=not outer_cancel)
+
+    async def _worker(self, instance: Actor) -> None:
+        mailbox = self.mailbox
+        queue = mailbox.queue
+        handle = instance.handle
+        name = self.name
+        burst = 0
+        while not self._stop_requested:
+            if not queue:
+                burst = 0
+                await mailbox.wait_nonempty()
+                continue
+            env = queue.popleft()
+            if mailbox._putters:
+                mailbox._putters.unpark()
+            try:
+                result: Any = await handle(env.msg)
+            except Exception as exc:
+                self.handled += 1
+                env.fail(ActorCrashed(name, repr(exc)))
+                self.crash(exc)
+                return
+            except BaseException:
+                env.fail(self.interrupted_error())
+                raise
+            self.handled += 1
+            env.reply(result)
+            burst += 1
+            if burst >= _BURST:
+                burst = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()

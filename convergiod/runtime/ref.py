@@ -1,0 +1,46 @@
+"""``ActorRef``: a stable, cheap handle to an actor by name."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from trio.lowlevel import current_task, wait_task_rescheduled
+
+from .mailbox import Envelope
+from .timer import AskTimer
+
+if TYPE_CHECKING:
+    from .cell import ActorCell
+
+__all__ = ["ActorRef"]
+
+
+class ActorRef:
+    """Talks to whichever instance of the named actor is current; survives restarts."""
+
+    __slots__ = ("_mailbox", "_timer", "name")
+
+    def __init__(self, cell: ActorCell, timer: AskTimer) -> None:
+        self.name = cell.name
+        self._mailbox = cell.mailbox
+        self._timer = timer
+
+    def __repr__(self) -> str:
+        return f"ActorRef({self.name!r})"
+
+    def send(self, msg: Any) -> None:
+        """Fire and forget. Raises MailboxFull, or ActorStopped/ActorCrashed if gone for good."""
+        self._mailbox.put_nowait(Envelope(msg, None))
+
+    async def tell(self, msg: Any) -> None:
+        """Fire and forget, waiting for mailbox space (back-pressure)."""
+        await self._mailbox.put(Envelope(msg, None))
+
+    async def ask(self, msg: Any, *, timeout: float | None = 5.0) -> Any:
+        """Request/reply. Returns the reply, or raises ActorCrashed, AskTimeout, MailboxFull,
+        ActorStopped. Never hangs past ``timeout`` (None: wait as long as the actor lives)."""
+        env = Envelope(msg, current_task())
+        self._mailbox.put_nowait(env)
+        if timeout is not None:
+            self._timer.add(env, timeout, self.name)
+        return await wait_task_rescheduled(env.abort)
