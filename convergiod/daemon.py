@@ -38,6 +38,7 @@ from convergiod.runtime import (
     SupervisorSpec,
     open_actor_system,
 )
+from convergiod.services import service_specs
 from convergiod.zmqtrio import TrioSocket, open_socket
 
 log = logging.getLogger("convergiod.daemon")
@@ -91,20 +92,37 @@ class Daemon:
                 ),
             ],
         )
+        children = [
+            # A supervisor's shutdown must cover its children's (OTP uses infinity).
+            ChildSpec(
+                name="core",
+                start=core,
+                restart=Restart.PERMANENT,
+                shutdown=sup.shutdown * len(core.children) + 1.0,
+            )
+        ]
+        service_children = service_specs(self)
+        if service_children:
+            services = SupervisorSpec(
+                name="services",
+                strategy=Strategy.ONE_FOR_ONE,
+                intensity=sup.intensity,
+                period=sup.period,
+                children=service_children,
+            )
+            children.append(
+                ChildSpec(
+                    name="services",
+                    start=services,
+                    shutdown=sum(c.shutdown for c in service_children) + 1.0,
+                )
+            )
         return SupervisorSpec(
             name="root",
             strategy=Strategy.ONE_FOR_ONE,
             intensity=3,
             period=30.0,
-            children=[
-                # A supervisor's shutdown must cover its children's (OTP uses infinity).
-                ChildSpec(
-                    name="core",
-                    start=core,
-                    restart=Restart.PERMANENT,
-                    shutdown=sup.shutdown * len(core.children) + 1.0,
-                )
-            ],
+            children=children,
         )
 
     def gateway_stats(self) -> protocol.GatewayStats:

@@ -24,6 +24,7 @@ from convergiod import logs, protocol
 from convergiod.config import GatewayConfig
 from convergiod.errors import classify
 from convergiod.protocol import (
+    ApprovalAnswer,
     Cancel,
     ErrorCode,
     EventBody,
@@ -54,10 +55,13 @@ BATCH = 256
 class RequestContext:
     """What an op handler gets: who is calling, and a way to stream events back."""
 
-    __slots__ = ("_gateway", "_seq", "caller", "id", "ident")
+    __slots__ = ("_entry", "_gateway", "_seq", "caller", "id", "ident")
 
-    def __init__(self, gateway: Gateway, ident: bytes, request_id: int, caller: Caller):
+    def __init__(
+        self, gateway: Gateway, ident: bytes, request_id: int, caller: Caller, entry: _InFlight
+    ) -> None:
         self._gateway = gateway
+        self._entry = entry
         self.ident = ident
         self.id = request_id
         self.caller = caller
@@ -66,6 +70,50 @@ class RequestContext:
     async def emit(self, body: EventBody) -> None:
         self._seq += 1
         await self._gateway.send(self.ident, protocol.Event(id=self.id, seq=self._seq, body=body))
+
+    async def request_approval(
+        self,
+        *,
+        tool: str,
+        summary: str,
+        args: dict[str, Any] | None = None,
+        agent: str | None = None,
+        timeout: float = 60.0,
+    ) -> protocol.ApprovalDecision:
+        """Ask the client to approve a tool call; ``deny`` when no answer comes in time.
+
+        Several approvals of one request may be pending at once (parallel tool calls); each
+        has its own number, the ``approval`` field of the event and of the answer.
+        """
+        entry = self._entry
+        entry.approval_seq += 1
+        number = entry.approval_seq
+        slot = _ApprovalSlot()
+        entry.approvals[number] = slot
+        try:
+            await self.emit(
+                protocol.ApprovalRequest(
+                    approval=number,
+                    tool=tool,
+                    summary=summary,
+                    args=args or {},
+                    agent=agent,
+                    timeout=timeout,
+                )
+            )
+            with trio.move_on_after(timeout):
+                await slot.answered.wait()
+            return slot.decision
+        finally:
+            del entry.approvals[number]
+
+
+class _ApprovalSlot:
+    __slots__ = ("answered", "decision")
+
+    def __init__(self) -> None:
+        self.answered = trio.Event()
+        self.decision: protocol.ApprovalDecision = "deny"
 
 
 Handler = Callable[[RequestContext, Any], Awaitable[ResultBody]]
@@ -76,6 +124,8 @@ class _InFlight:
     scope: trio.CancelScope
     #: Why the scope was cancelled; only the deadline cancels without setting it.
     reason: ErrorCode = "timeout"
+    approvals: dict[int, _ApprovalSlot] = field(default_factory=dict)
+    approval_seq: int = 0
 
 
 @dataclass
@@ -208,6 +258,13 @@ class Gateway:
                 entry.reason = "cancelled"
                 entry.scope.cancel()
             return
+        if type(msg) is ApprovalAnswer:
+            entry = self._in_flight.get((ident, msg.id))
+            slot = entry.approvals.get(msg.approval) if entry is not None else None
+            if slot is not None and not slot.answered.is_set():
+                slot.decision = msg.decision
+                slot.answered.set()
+            return
         assert isinstance(msg, Request)
         self.counters.requests += 1
         op = msg.op
@@ -279,7 +336,7 @@ class Gateway:
         started = time.perf_counter()
         try:
             with entry.scope:
-                ctx = RequestContext(self, ident, req.id, caller)
+                ctx = RequestContext(self, ident, req.id, caller, entry)
                 try:
                     body = await handler(ctx, req.op)
                     reply = Result(id=req.id, body=body)

@@ -106,7 +106,20 @@ class Cancel(_Base, tag="cancel"):
     id: RequestId
 
 
-ClientMessage = Request | Cancel
+ApprovalDecision = Literal["once", "always", "deny"]
+
+
+class ApprovalAnswer(_Base, tag="approval"):
+    """The client's answer to an ``approval_request`` event of request ``id``. ``once``
+    approves this call, ``always`` approves it and remembers the approval for the tenant,
+    ``deny`` refuses it. Answers to unknown or expired approvals are ignored."""
+
+    id: RequestId
+    approval: Annotated[int, msgspec.Meta(ge=1, le=2**31)]
+    decision: ApprovalDecision
+
+
+ClientMessage = Request | Cancel | ApprovalAnswer
 
 
 # --------------------------------------------------------------------------- event bodies
@@ -127,7 +140,19 @@ class TokenDelta(_Base, tag="token"):
     agent: str | None = None
 
 
-EventBody = Tick | Progress | TokenDelta
+class ApprovalRequest(_Base, tag="approval_request"):
+    """The daemon wants the user's approval before a tool runs. Answer with ``approval``
+    (an ``ApprovalAnswer`` frame) before ``timeout`` seconds pass, or it counts as ``deny``."""
+
+    approval: int
+    tool: str
+    summary: str
+    args: dict[str, Any] = {}
+    agent: str | None = None
+    timeout: float = 60.0
+
+
+EventBody = Tick | Progress | TokenDelta | ApprovalRequest
 
 
 # --------------------------------------------------------------------------- result bodies

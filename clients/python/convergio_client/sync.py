@@ -62,6 +62,12 @@ class Stream:
             if not self._done:
                 self.cancel()
 
+    def answer(self, approval: int, decision: protocol.ApprovalDecision) -> None:
+        """Answer an ``ApprovalRequest`` event of this request."""
+        self._client._send(
+            protocol.ApprovalAnswer(id=self.id, approval=approval, decision=decision)
+        )
+
     def cancel(self) -> None:
         if not self._done:
             self._done = True

@@ -67,6 +67,12 @@ class AsyncStream:
         self.result = msg.body
         raise StopAsyncIteration
 
+    async def answer(self, approval: int, decision: protocol.ApprovalDecision) -> None:
+        """Answer an ``ApprovalRequest`` event of this request."""
+        await self._client._send(
+            protocol.ApprovalAnswer(id=self.id, approval=approval, decision=decision)
+        )
+
     async def cancel(self) -> None:
         if not self.done:
             self.done = True

@@ -1,0 +1,1 @@
+"""The tool actor: typed tools in a workspace sandbox, with human approval."""
