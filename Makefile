@@ -8,6 +8,13 @@ SOURCES_BUILD := pyproject.toml setup.py $(wildcard native/*.c native/*.h native
 
 .PHONY: install install-test run test lint typecheck pytest ctest bench clean
 .PHONY: asan
+.PHONY: plugins
+
+# The example plugins and the C/WAT test fixtures, compiled to wasm32-wasi with the PyPI
+# package ziglang (the built .wasm files are committed: nothing else needs a compiler).
+plugins: $(VENV)/bin/python
+	$(PIP) 'wasmtime>=50,<51' 'ziglang>=0.15,<0.18'
+	$(PY) plugins/build.py
 
 install: $(VENV)/.installed
 
@@ -20,9 +27,20 @@ $(VENV)/bin/python:
 EDITABLE := --config-settings editable_mode=compat -e
 SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
+# llama-cpp-python (the embedded model) has no wheel: pip builds it (minutes) and caches the
+# wheel. Built for the local CPU (-march=native) it died with SIGILL on these VMs (the CPU
+# advertises more than the hypervisor enables), so it is built for a portable x86-64 baseline
+# (AVX2) unless CMAKE_ARGS says otherwise. If the installed build still fails the self-check
+# (e.g. a cached wheel from elsewhere), it is rebuilt once, bypassing the cache.
+LLAMA_CMAKE = CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON \
+	-DGGML_FMA=ON -DGGML_F16C=ON}"
+LLAMA_REBUILD = $(LLAMA_CMAKE) $(PIP) --no-cache-dir --force-reinstall --no-deps \
+	'llama-cpp-python>=0.3.16,<0.4' && $(PY) -m convergiod.actors.router.selfcheck
+
 $(VENV)/.installed: $(VENV)/bin/python $(SOURCES_BUILD)
-	$(PIP) $(EDITABLE) .
+	$(LLAMA_CMAKE) $(PIP) $(EDITABLE) .
 	echo "$(CURDIR)/clients/python" > "$(SITE)/convergio-client-dev.pth"
+	$(PY) -m convergiod.actors.router.selfcheck || { $(LLAMA_REBUILD); }
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

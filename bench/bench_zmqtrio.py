@@ -13,6 +13,7 @@ import argparse
 import os
 import platform
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -56,7 +57,7 @@ async def _trio_round_trips(ctx: zmq.Context[Any], endpoint: str, n: int) -> flo
     return n / elapsed
 
 
-async def _trio_one_way(ctx: zmq.Context[Any], endpoint: str, n: int, batched: bool) -> float:
+async def _trio_one_way(ctx: zmq.Context[Any], endpoint: str, n: int, batched: str) -> float:
     async with open_socket(ctx, zmq.ROUTER) as router, open_socket(ctx, zmq.DEALER) as dealer:
         router.zmq.bind(endpoint)
         dealer.zmq.connect(endpoint)
@@ -64,6 +65,15 @@ async def _trio_one_way(ctx: zmq.Context[Any], endpoint: str, n: int, batched: b
         await router.recv_multipart()
 
         async def produce() -> None:
+            if batched == "both":
+                # Send without yielding while the socket takes messages; await when it is full,
+                # and every 64 messages anyway so the receiver gets to run.
+                frames = [PAYLOAD]
+                for i in range(n):
+                    if i & 63 and dealer.try_send_multipart(frames):
+                        continue
+                    await dealer.send_multipart(frames)
+                return
             for _ in range(n):
                 await dealer.send(PAYLOAD)
 
@@ -88,7 +98,7 @@ def trio_round_trips(endpoint: str, n: int) -> float:
         ctx.destroy(linger=0)
 
 
-def trio_one_way(endpoint: str, n: int, batched: bool = False) -> float:
+def trio_one_way(endpoint: str, n: int, batched: str = "") -> float:
     ctx: zmq.Context[Any] = zmq.Context()
     try:
         return trio.run(_trio_one_way, ctx, endpoint, n, batched)
@@ -151,39 +161,55 @@ def thread_one_way(endpoint: str, n: int) -> float:
 # --------------------------------------------------------------------------- driver
 
 
-def best_of(repeat: int, fn: Callable[[str], float], workdir: str) -> tuple[float, float]:
-    results = []
-    for i in range(repeat):
-        results.append(fn(f"ipc://{workdir}/b{i}-{time.monotonic_ns()}"))
+def best_of(repeat: int, fn: Callable[[str], float], endpoint: Callable[[], str]) -> Result:
+    results = [fn(endpoint()) for _ in range(repeat)]
     return max(results), statistics.median(results)
 
 
+Result = tuple[float, float]
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--round-trips", type=int, default=20_000)
     parser.add_argument("--one-way", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--transport", choices=["ipc", "tcp", "inproc"], default="ipc")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "zmqtrio.md"))
     args = parser.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="bz", dir="/tmp")
+    counter = iter(range(1_000_000))
+
+    def endpoint() -> str:
+        if args.transport == "ipc":
+            return f"ipc://{workdir}/b{next(counter)}"
+        if args.transport == "tcp":
+            with socket.socket() as s:  # a free port
+                s.bind(("127.0.0.1", 0))
+                return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+        return f"inproc://b{next(counter)}"
+
+    rt, ow, k = args.round_trips, args.one_way, args.repeat
+    rows: list[tuple[str, Result, Result]] = []
     try:
-        rt, ow = args.round_trips, args.one_way
+        threads_rt = best_of(k, lambda e: thread_round_trips(e, rt), endpoint)
+        threads_ow = best_of(k, lambda e: thread_one_way(e, ow), endpoint)
         rows = [
             (
-                "sequential round trips/s (DEALER → ROUTER echo)",
-                best_of(args.repeat, lambda e: trio_round_trips(e, rt), workdir),
-                best_of(args.repeat, lambda e: thread_round_trips(e, rt), workdir),
+                "sequential round trips/s (DEALER → ROUTER echo → DEALER)",
+                best_of(k, lambda e: trio_round_trips(e, rt), endpoint),
+                threads_rt,
             ),
             (
-                "one-way messages/s (DEALER → ROUTER), `recv_multipart` per message",
-                best_of(args.repeat, lambda e: trio_one_way(e, ow), workdir),
-                best_of(args.repeat, lambda e: thread_one_way(e, ow), workdir),
+                "one-way messages/s (DEALER → ROUTER), an `await` per message on both sides",
+                best_of(k, lambda e: trio_one_way(e, ow), endpoint),
+                threads_ow,
             ),
             (
-                "one-way messages/s, receiver drains with `try_recv_multipart`",
-                best_of(args.repeat, lambda e: trio_one_way(e, ow, batched=True), workdir),
-                best_of(args.repeat, lambda e: thread_one_way(e, ow), workdir),
+                "one-way messages/s, both sides batch (`try_send_multipart`, `try_recv_multipart`)",
+                best_of(k, lambda e: trio_one_way(e, ow, batched="both"), endpoint),
+                threads_ow,
             ),
         ]
     finally:
@@ -193,10 +219,10 @@ def main() -> None:
         "# ZeroMQ on Trio: `convergiod.zmqtrio` vs blocking pyzmq in threads",
         "",
         f"Python {platform.python_version()}, trio {trio.__version__}, pyzmq {zmq.__version__} "
-        f"(libzmq {zmq.zmq_version()}), {os.cpu_count()} CPUs, transport `ipc://`, "
-        f"{len(PAYLOAD)}-byte payloads; {rt:,} round trips, {ow:,} one-way messages, "
-        f"best (median) of {args.repeat} runs. Both sockets live in one process: one `trio.run` "
-        "for the adapter, two threads for blocking pyzmq.",
+        f"(libzmq {zmq.zmq_version()}), {os.cpu_count()} CPUs, transport `{args.transport}://`, "
+        f"{len(PAYLOAD)}-byte payloads; {rt:,} round trips, {ow:,} one-way messages; best "
+        f"(median) of {k} runs. Both ends live in one process: one `trio.run` for the adapter, "
+        "one thread per socket for blocking pyzmq. Run on a shared machine: expect noise.",
         "",
         "| measure | Trio adapter | blocking pyzmq, threads | adapter / threads |",
         "|---|---:|---:|---:|",

@@ -4,6 +4,10 @@ Start-up order: take the lock (one daemon per home), bind ``PUB``, start the sup
 in spec order, then bind the ``ROUTER``: a client that can connect finds every actor running.
 SIGTERM/SIGINT (or the ``daemon.shutdown`` op) stop new requests, let in-flight ones finish
 within ``gateway.drain_timeout``, stop the tree in reverse order and exit 0.
+
+Under systemd the daemon reports each step over ``$NOTIFY_SOCKET`` (``convergiod.service``):
+``READY=1`` once the ROUTER is bound, ``WATCHDOG=1`` while healthy, ``RELOADING=1`` then
+``READY=1`` around a reload (SIGHUP or the ``daemon.reload`` op), ``STOPPING=1`` at shutdown.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import zmq
 
 from convergiod import __version__, protocol
 from convergiod.config import Config
+from convergiod.errors import OpError
 from convergiod.gateway import Gateway, Handler, ipc_router_options
 from convergiod.lock import DaemonLock
 from convergiod.paths import Paths
@@ -38,6 +43,9 @@ from convergiod.runtime import (
     SupervisorSpec,
     open_actor_system,
 )
+from convergiod.service import reload as reloading
+from convergiod.service.notify import Notifier
+from convergiod.service.watchdog import health_problem, run_watchdog
 from convergiod.services import service_specs
 from convergiod.zmqtrio import TrioSocket, open_socket
 
@@ -50,9 +58,10 @@ RUNTIME_ERRORS = (ActorCrashed, ActorNotFound, ActorStopped, AskTimeout, Mailbox
 class Daemon:
     """State shared by the op handlers of one daemon process."""
 
-    def __init__(self, paths: Paths, config: Config) -> None:
+    def __init__(self, paths: Paths, config: Config, notifier: Notifier | None = None) -> None:
         self.paths = paths
         self.config = config
+        self.notifier = notifier if notifier is not None else Notifier(None)
         self.started_at = time.time()
         self.shutdown_requested = trio.Event()
         self.system: ActorSystem | None = None
@@ -61,6 +70,8 @@ class Daemon:
         self.last_probe_ok = trio.current_time()
         self.events_dropped = 0
         self._early_events: deque[protocol.PubEvent] = deque(maxlen=1000)
+        self._reload_lock = trio.Lock()
+        self._reload_requested = trio.Event()
 
     # ------------------------------------------------------------------ the actor tree
 
@@ -174,11 +185,99 @@ class Daemon:
 
     @property
     def healthy(self) -> bool:
-        return (
-            self.system is not None
-            and self.system.healthy
-            and trio.current_time() - self.last_probe_ok < 3 * HEALTH_INTERVAL + 2.0
+        return self.health_problem() is None
+
+    def health_problem(self) -> str | None:
+        """None while the tree is alive and probes come back; else what is wrong."""
+        if self.system is None:
+            return "the actor tree is not running"
+        # The root is "failed" from the moment it gives up, before its children have stopped.
+        root = self.system.info()[0]
+        return health_problem(
+            tree_alive=self.system.healthy and root.state == "running",
+            last_probe_ok=self.last_probe_ok,
+            now=trio.current_time(),
+            probe_interval=HEALTH_INTERVAL,
         )
+
+    def serving_status(self) -> str:
+        """The ``STATUS=`` line while all is well."""
+        infos = self.system.info() if self.system is not None else []
+        actors = [a for a in infos if a.kind == "actor"]
+        running = sum(1 for a in actors if a.state == "running")
+        return f"serving on {self.paths.api_endpoint}; {running}/{len(actors)} actors running"
+
+    # ------------------------------------------------------------------ reload
+
+    async def reload(self) -> protocol.ReloadReply:
+        """Re-read ``config.toml`` and hand it to the gateway, the logger and every reloadable
+        actor (``convergiod.service.reload``), without touching connections or in-flight
+        requests. A bad file is refused with ``OpError(bad_request)`` naming the key, and the
+        old configuration stays in force. One reload at a time."""
+        from convergiod import config as config_module
+
+        async with self._reload_lock:
+            if self.shutdown_requested.is_set():
+                raise OpError("unavailable", "the daemon is shutting down")
+            self.notifier.reloading("reloading the configuration")
+            outcome = "reload interrupted"
+            try:
+                try:
+                    new = config_module.load(self.paths.config_file)
+                except config_module.ConfigError as exc:
+                    raise OpError("bad_request", f"reload refused: {exc}") from None
+                old = self.config
+                names = reloading.reloadable_actors(self.system) if self.system else []
+                if self.system is not None:
+                    await reloading.check(self.system, names, new, old)
+                # From here on the new configuration is in force: a cancelled request must not
+                # leave half the actors on the old one (each ask has its own timeout).
+                with trio.CancelScope(shield=True):
+                    reply = await self._apply(old, new, names)
+                outcome = "configuration reloaded"
+                return reply
+            except OpError as exc:
+                outcome = f"{exc.message}; the previous configuration stays in force"
+                log.error("%s", outcome)
+                raise
+            finally:
+                if not self.shutdown_requested.is_set():  # never READY after STOPPING
+                    self.notifier.ready(f"{self.serving_status()}; {outcome}")
+
+    async def _apply(self, old: Config, new: Config, names: list[str]) -> protocol.ReloadReply:
+        from convergiod import logs
+
+        changed = reloading.changed_keys(old, new)
+        self.config = new
+        if self.gateway is not None:
+            self.gateway.config = new.gateway
+        if new.log != old.log:
+            logs.setup(new.log.level, new.log.format)
+        done: list[str] = []
+        failed: list[str] = []
+        if self.system is not None:
+            done, failed = await reloading.apply(self.system, names, new, old)
+        later = reloading.needs_restart(changed)
+        log.info(
+            "configuration reloaded: %s",
+            ", ".join(changed) or "no setting changed",
+            extra={"restart_needed": later or None, "failed": failed or None},
+        )
+        self.publish("daemon.reloaded", {"changed": changed, "failed": failed})
+        return protocol.ReloadReply(
+            changed=changed, restart_needed=later, actors=done, failed=failed
+        )
+
+    def request_reload(self) -> None:
+        """For the SIGHUP handler: ``reload_loop`` picks it up (several signals coalesce)."""
+        self._reload_requested.set()
+
+    async def reload_loop(self) -> None:
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested = trio.Event()
+            with contextlib.suppress(OpError):  # already logged; SIGHUP has no one to answer
+                await self.reload()
 
 
 def handlers(daemon: Daemon) -> dict[type, Handler]:
@@ -216,6 +315,7 @@ async def serve(daemon: Daemon) -> None:
                 with trio.CancelScope() as gateway_scope:
                     nursery.start_soon(_watch_signals, daemon)
                     nursery.start_soon(daemon.health_loop)
+                    nursery.start_soon(daemon.reload_loop)
                     await nursery.start(gateway.serve)
                     router.zmq.bind(paths.api_endpoint)
                     os.chmod(paths.api_socket, 0o600)
@@ -227,8 +327,21 @@ async def serve(daemon: Daemon) -> None:
                         os.getpid(),
                     )
                     daemon.publish("daemon.ready", {"pid": os.getpid()})
+                    notifier = daemon.notifier
+                    notifier.ready(daemon.serving_status())
+                    if notifier.watchdog_interval is not None:
+                        nursery.start_soon(
+                            functools.partial(
+                                run_watchdog,
+                                notifier,
+                                notifier.watchdog_interval,
+                                daemon.health_problem,
+                                healthy_status=daemon.serving_status,
+                            )
+                        )
                     await daemon.shutdown_requested.wait()
                     log.info("shutting down: draining %d in-flight requests", gateway.in_flight)
+                    notifier.stopping(f"stopping: draining {gateway.in_flight} requests")
                     gateway.stop_accepting()
                     await gateway.drain(config.gateway.drain_timeout)
                     gateway_scope.cancel()
@@ -239,10 +352,13 @@ async def serve(daemon: Daemon) -> None:
 
 
 async def _watch_signals(daemon: Daemon) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("received %s", signal.Signals(signum).name)
-            daemon.shutdown_requested.set()
+            if signum == signal.SIGHUP:
+                daemon.request_reload()
+            else:
+                daemon.shutdown_requested.set()
 
 
 def run(paths: Paths, config: Config) -> int:
@@ -254,7 +370,12 @@ def run(paths: Paths, config: Config) -> int:
         for stale in (paths.api_socket, paths.events_socket):
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
-        trio.run(_main, paths, config)
+        notifier = Notifier.from_env(os.environ, unset=True)
+        notifier.status("starting: actors and sockets")
+        try:
+            trio.run(_main, paths, config, notifier)
+        finally:
+            notifier.close()
         log.info("convergiod stopped")
         return 0
     finally:
@@ -264,5 +385,5 @@ def run(paths: Paths, config: Config) -> int:
         lock.release()
 
 
-async def _main(paths: Paths, config: Config) -> None:
-    await serve(Daemon(paths, config))
+async def _main(paths: Paths, config: Config, notifier: Notifier) -> None:
+    await serve(Daemon(paths, config, notifier))

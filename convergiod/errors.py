@@ -19,6 +19,9 @@ def classify(exc: BaseException) -> tuple[ErrorCode, str]:
     """Map an exception escaping an op handler to a stable error code and a message."""
     from convergiod import runtime
 
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        # A lone failure from inside a nursery: report the failure, not the group.
+        exc = exc.exceptions[0]
     if isinstance(exc, OpError):
         return exc.code, exc.message
     if isinstance(exc, runtime.ActorNotFound):

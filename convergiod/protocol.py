@@ -83,7 +83,271 @@ class Shutdown(_Base, tag="daemon.shutdown"):
     """Stop taking requests, let in-flight ones finish, exit 0 (admin)."""
 
 
-Op = Ping | Status | ActorRestart | ActorKill | Shutdown
+# -- service integration (reload)
+
+
+class DaemonReload(_Base, tag="daemon.reload"):
+    """Re-read the configuration (and what reloadable actors load: agents, providers, budgets,
+    plugins) without a restart; connections and in-flight requests are kept (admin). A bad
+    configuration is refused with ``bad_request`` naming the key; the old one stays in force."""
+
+
+# -- memory
+
+
+class MemoryRemember(_Base, tag="memory.remember"):
+    """Store a fact in the caller's tenant; answered with ``memory.fact`` once committed.
+    ``supersedes`` closes the validity of an older fact instead of erasing it."""
+
+    text: str
+    kind: Name = "note"
+    importance: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
+    conversation: Name | None = None
+    supersedes: int | None = None
+
+
+class MemorySearch(_Base, tag="memory.search"):
+    """Hybrid search (keyword bm25 + vector, reciprocal rank fusion): ``memory.hits``, best
+    first. ``at`` restricts to facts valid at that time (default: now)."""
+
+    query: str
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    kind: Name | None = None
+    conversation: Name | None = None
+    at: float | None = None
+
+
+class MemoryForget(_Base, tag="memory.forget"):
+    """Delete a fact: ``ack``, or ``not_found``."""
+
+    id: int
+
+
+class MemoryStats(_Base, tag="memory.stats"):
+    """Counts and sizes of the caller's memory: ``memory.stats``."""
+
+
+class MemoryExport(_Base, tag="memory.export"):
+    """Write every fact to ``path`` (absolute, on the daemon's machine) as JSONL with a
+    checksum per line, atomically; streams ``progress``; answered with ``memory.transfer``."""
+
+    path: str
+
+
+class MemoryImport(_Base, tag="memory.import"):
+    """Import an export file (absolute ``path``), every line verified first; idempotent;
+    streams ``progress``; answered with ``memory.transfer`` (``added`` new facts)."""
+
+    path: str
+
+
+class MemoryBackup(_Base, tag="memory.backup"):
+    """Online backup of the caller's database to ``path`` (absolute) while the daemon keeps
+    serving; streams ``progress``; answered with ``memory.transfer`` (``records`` = pages)."""
+
+    path: str
+
+
+MemoryOp = (
+    MemoryRemember
+    | MemorySearch
+    | MemoryForget
+    | MemoryStats
+    | MemoryExport
+    | MemoryImport
+    | MemoryBackup
+)
+
+# -- tools
+
+
+class ToolList(_Base, tag="tool.list"):
+    """Every tool the daemon offers, with its JSON schema and effective policy: ``tools``."""
+
+
+class ToolRun(_Base, tag="tool.run"):
+    """Run one tool in the sandbox of ``workspace`` (the client's directory, absolute; empty:
+    the first ``tools.roots``), under the tool's approval policy: ``ask`` streams an
+    ``approval_request`` event and waits for the answer. Answered with ``tool.output``; refused
+    with ``sandbox_denied``, ``bad_request`` (arguments, naming the field), ``not_found``
+    (unknown tool) or ``timeout``."""
+
+    name: Name
+    args: dict[str, Any] = {}
+    workspace: str = ""
+    timeout: Seconds | None = None
+
+
+class TrashList(_Base, tag="trash.list"):
+    """What ``fs.delete`` and ``fs.edit`` put in the caller's trash, newest first: ``trash``."""
+
+
+class TrashRestore(_Base, tag="trash.restore"):
+    """Put trash item ``id`` back at its path: ``ack``. Refused with ``bad_request`` when
+    something is there, unless ``force`` (then that goes to the trash first)."""
+
+    id: Name
+    force: bool = False
+
+
+ToolOp = ToolList | ToolRun | TrashList | TrashRestore
+
+# -- router (models, usage, budgets)
+
+
+class ChatMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One turn of a ``model.chat`` conversation."""
+
+    role: Literal["system", "user", "assistant"]
+    content: Annotated[str, msgspec.Meta(max_length=1 << 20)]
+
+
+class ModelChat(_Base, tag="model.chat"):
+    """Call a model (or group) directly, without an agent: streams ``token`` events, then
+    ``chat_result``. ``model`` absent: the agent's preference, then ``router.default``, then
+    the embedded model. Refused with ``not_found`` (unknown model), ``bad_request`` (prompt
+    over the context window), ``budget_exceeded``, ``provider_unavailable``, ``timeout``."""
+
+    messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1, max_length=10_000)]
+    model: Name | None = None
+    agent: Name | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+
+
+class ModelsList(_Base, tag="models.list"):
+    """Configured models, their groups, cooldown state and, with ``probe``, whether each
+    provider answers: ``models``."""
+
+    probe: bool = False
+
+
+class UsageReport(_Base, tag="usage"):
+    """The caller's usage ledger grouped by agent, model or day, since ``since`` (default:
+    all): ``usage_report``."""
+
+    by: Literal["agent", "model", "day"] = "day"
+    since: float | None = None
+
+
+class BudgetShowOp(_Base, tag="budget.show"):
+    """Today's budgets of the caller's tenant with what was spent: ``budgets``."""
+
+
+class BudgetSetOp(_Base, tag="budget.set"):
+    """Set the daily limit of the tenant, or of one ``agent`` (0 removes it); persisted
+    (admin): ``budgets`` with the changed line."""
+
+    limit: Annotated[float, msgspec.Meta(ge=0, le=1e9)]
+    agent: Name | None = None
+
+
+RouterOp = ModelChat | ModelsList | UsageReport | BudgetShowOp | BudgetSetOp
+
+# -- plugins
+
+
+class PluginInstall(_Base, tag="plugin.install"):
+    """Install (or replace) the plugin at ``path`` on the daemon's machine: a directory or a
+    ``.tar.gz`` with ``plugin.toml`` and its module (admin). ``grants`` answer the manifest's
+    permission requests: ``dir:/guest``, ``dir:/guest:ro``, ``env:NAME``; ``grant_all``
+    grants all of them as asked. Answered with ``plugin``; refused with ``bad_request``
+    (manifest, naming the key), ``sandbox_denied`` (a non-WASI import) or ``not_found``."""
+
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    grant_all: bool = False
+    grants: Annotated[list[str], msgspec.Meta(max_length=256)] = []
+
+
+class PluginList(_Base, tag="plugin.list"):
+    """Installed plugins: ``plugins``."""
+
+
+class PluginShow(_Base, tag="plugin.info"):
+    """One installed plugin, its tools, what it asked for and what was granted: ``plugin``."""
+
+    name: Name
+
+
+class PluginRemove(_Base, tag="plugin.remove"):
+    """Uninstall a plugin; its tools leave the tool registry (admin): ``ack``."""
+
+    name: Name
+
+
+class PluginCall(_Base, tag="plugin.call"):
+    """Call ``tool`` of ``plugin`` directly, without an agent or an approval (admin):
+    ``plugin.output``. Refused with ``bad_request`` (arguments, naming the field),
+    ``not_found``, ``timeout`` (time or fuel limit), ``sandbox_denied`` (memory or stack
+    limit, output cap, changed module hash) or ``internal`` (the plugin crashed, exited
+    non-zero or wrote no JSON)."""
+
+    plugin: Name
+    tool: Name
+    args: dict[str, Any] = {}
+
+
+PluginOp = PluginInstall | PluginList | PluginShow | PluginRemove | PluginCall
+
+
+# --------------------------------------------------------------------------- orchestrator ops
+
+
+class Ask(_Base, tag="ask"):
+    """Ask the team: ``agent`` (default the chief of staff) answers, delegating as it sees
+    fit. Streams ``token``, ``tool_call``, ``tool_result``, ``delegation``,
+    ``delegation_end``, ``usage``, ``notice`` and ``approval_request`` events; the result is
+    an ``answer``. ``workspace`` is the absolute directory tools work in (the client's
+    current directory by default). ``conversation`` continues an earlier one."""
+
+    prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=1_000_000)]
+    agent: Name | None = None
+    conversation: Name | None = None
+    workspace: str = ""
+
+
+class AgentsList(_Base, tag="agents.list"):
+    """The loaded agent definitions and the errors of files that did not load."""
+
+
+class AgentsShow(_Base, tag="agents.show"):
+    name: Name
+
+
+class TaskListOp(_Base, tag="task.list"):
+    """Tasks newest first; unfinished tasks of an earlier daemon show as ``interrupted``."""
+
+    status: str | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
+
+
+class TaskShowOp(_Base, tag="task.show"):
+    task: Name
+
+
+class TaskResume(_Base, tag="task.resume"):
+    """Continue an interrupted task from its last completed step (completed model turns and
+    tool calls are not run again). Streams like ``ask``."""
+
+    task: Name
+    workspace: str = ""
+
+
+OrchestratorOp = Ask | AgentsList | AgentsShow | TaskListOp | TaskShowOp | TaskResume
+
+Op = (
+    Ping
+    | Status
+    | ActorRestart
+    | ActorKill
+    | Shutdown
+    | DaemonReload
+    | MemoryOp
+    | ToolOp
+    | RouterOp
+    | PluginOp
+    | OrchestratorOp
+)
 
 
 # --------------------------------------------------------------------------- frames
@@ -152,7 +416,62 @@ class ApprovalRequest(_Base, tag="approval_request"):
     timeout: float = 60.0
 
 
-EventBody = Tick | Progress | TokenDelta | ApprovalRequest
+class ToolCallStarted(_Base, tag="tool_call"):
+    agent: str
+    call: str
+    tool: str
+    args: dict[str, Any] = {}
+
+
+class ToolCallFinished(_Base, tag="tool_result"):
+    agent: str
+    call: str
+    tool: str
+    ok: bool
+    summary: str = ""
+    code: str | None = None
+
+
+class DelegationStarted(_Base, tag="delegation"):
+    agent: str
+    to: str
+    call: str
+    task: str
+
+
+class DelegationFinished(_Base, tag="delegation_end"):
+    agent: str
+    to: str
+    call: str
+    ok: bool
+    summary: str = ""
+
+
+class UsageEvent(_Base, tag="usage"):
+    agent: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost: float
+
+
+class Notice(_Base, tag="notice"):
+    message: str
+    agent: str | None = None
+
+
+EventBody = (
+    Tick
+    | Progress
+    | TokenDelta
+    | ApprovalRequest
+    | ToolCallStarted
+    | ToolCallFinished
+    | DelegationStarted
+    | DelegationFinished
+    | UsageEvent
+    | Notice
+)
 
 
 # --------------------------------------------------------------------------- result bodies
@@ -202,7 +521,303 @@ class Ack(_Base, tag="ack"):
     message: str = ""
 
 
-ResultBody = Pong | StatusReply | Ack
+# -- service integration (reload)
+
+
+class ReloadReply(_Base, tag="reload"):
+    """``changed``: dotted keys whose value changed; ``restart_needed``: those of them that take
+    effect only at the next start; ``actors``: the actors that reloaded; ``failed``: actors
+    that refused to apply the new configuration (each keeps its old state)."""
+
+    changed: list[str] = []
+    restart_needed: list[str] = []
+    actors: list[str] = []
+    failed: list[str] = []
+
+
+# -- memory
+
+
+class MemoryFact(_Base, tag="memory.fact"):
+    id: int
+    text: str
+    kind: str
+    source: str
+    importance: float
+    valid_from: float
+    conversation: str | None = None
+    valid_to: float | None = None
+    access_count: int = 0
+
+
+class MemoryHit(_Base, tag="memory.hit"):
+    fact: MemoryFact
+    score: float
+    keyword_rank: int | None = None
+    vector_rank: int | None = None
+
+
+class MemoryHits(_Base, tag="memory.hits"):
+    hits: list[MemoryHit] = []
+
+
+class MemoryStatsReply(_Base, tag="memory.stats"):
+    tenant: str
+    facts: int
+    current_facts: int
+    conversations: int
+    messages: int
+    usage_records: int
+    tasks: int
+    entities: int
+    bytes: int
+    schema_version: int
+    vectors: int
+    dim: int
+    writes: int
+    group_commits: int
+
+
+class MemoryTransfer(_Base, tag="memory.transfer"):
+    path: str
+    records: int
+    added: int
+
+
+MemoryResult = MemoryFact | MemoryHits | MemoryStatsReply | MemoryTransfer
+
+# -- tools
+
+
+class ToolSpec(_Base, tag="tool"):
+    name: str
+    description: str
+    schema: dict[str, Any]
+    policy: str
+    owner: str = "builtin"
+
+
+class ToolListReply(_Base, tag="tools"):
+    tools: list[ToolSpec] = []
+
+
+class ToolOutputReply(_Base, tag="tool.output"):
+    content: str
+    data: Any = None
+    truncated: bool = False
+
+
+class TrashEntry(_Base, tag="trash.item"):
+    id: str
+    path: str
+    kind: str
+    time: float
+    size: int
+    is_dir: bool = False
+
+
+class TrashListReply(_Base, tag="trash"):
+    items: list[TrashEntry] = []
+
+
+ToolResult = ToolListReply | ToolOutputReply | TrashListReply
+
+# -- router
+
+
+class ChatReply(_Base, tag="chat_result"):
+    """The answer of ``model.chat``; its text was streamed as ``token`` events too."""
+
+    model: str
+    provider: str
+    text: str
+    finish_reason: str
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    estimated: bool = False
+    attempts: int = 1
+    downgraded: bool = False
+
+
+class ModelEntry(_Base, tag="model"):
+    name: str
+    provider: str
+    kind: str
+    upstream: str
+    context_window: int
+    input_price: float
+    output_price: float
+    tools: bool
+    groups: list[str]
+    default: bool
+    available: bool
+    reachable: bool | None = None
+    detail: str = ""
+    cooldown_until: float | None = None
+    failures: int = 0
+
+
+class ModelsReply(_Base, tag="models"):
+    default: str
+    models: list[ModelEntry]
+
+
+class UsageRowEntry(_Base, tag="usage_row"):
+    key: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost: float
+
+
+class UsageReply(_Base, tag="usage_report"):
+    by: str
+    rows: list[UsageRowEntry]
+
+
+class BudgetEntry(_Base, tag="budget"):
+    scope: str
+    limit: float
+    spent: float
+    fraction: float
+    state: str
+
+
+class BudgetsReply(_Base, tag="budgets"):
+    tenant: str
+    budgets: list[BudgetEntry]
+
+
+RouterResult = ChatReply | ModelsReply | UsageReply | BudgetsReply
+
+# -- plugins
+
+
+class PluginToolEntry(_Base, tag="plugin.tool"):
+    name: str
+    description: str
+    policy: str
+    args: dict[str, Any] = {}
+
+
+class PluginDirEntry(_Base, tag="plugin.dir"):
+    host: str
+    guest: str
+    write: bool = False
+
+
+class PluginDetail(_Base, tag="plugin"):
+    name: str
+    version: str
+    description: str
+    sha256: str
+    path: str
+    tools: list[PluginToolEntry]
+    limits: dict[str, Any]
+    asked_dirs: list[PluginDirEntry] = []
+    asked_env: list[str] = []
+    granted_dirs: list[PluginDirEntry] = []
+    granted_env: list[str] = []
+    installed_at: float = 0.0
+
+
+class PluginListReply(_Base, tag="plugins"):
+    plugins: list[PluginDetail] = []
+
+
+class PluginOutput(_Base, tag="plugin.output"):
+    plugin: str
+    tool: str
+    output: Any = None
+    elapsed_ms: float = 0.0
+
+
+PluginResult = PluginDetail | PluginListReply | PluginOutput
+
+
+# --------------------------------------------------------------------------- orchestrator results
+
+
+class AgentUsage(_Base, tag="agent_usage"):
+    agent: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost: float
+
+
+class Answer(_Base, tag="answer"):
+    task: str
+    conversation: str
+    agent: str
+    text: str
+    usage: list[AgentUsage] = []
+    steps: int = 0
+    resumed: bool = False
+
+
+class AgentSummary(_Base, tag="agent_summary"):
+    name: str
+    description: str
+    model: str
+    tools: list[str]
+    delegates: list[str]
+    source: str
+
+
+class AgentsReply(_Base, tag="agents"):
+    agents: list[AgentSummary]
+    errors: list[str] = []
+
+
+class AgentDetail(_Base, tag="agent_detail"):
+    name: str
+    description: str
+    model: str
+    fallback: list[str]
+    tools: list[str]
+    delegates: list[str]
+    temperature: float
+    limits: dict[str, Any]
+    prompt: str
+    source: str
+
+
+class TaskEntry(_Base, tag="task"):
+    task: str
+    status: str
+    agent: str
+    request: str
+    conversation: str | None
+    created: float
+    updated: float
+    result: str | None = None
+    steps: int = 0
+
+
+class TasksReply(_Base, tag="tasks"):
+    tasks: list[TaskEntry]
+
+
+class TaskDetail(_Base, tag="task_detail"):
+    task: TaskEntry
+    transcript: list[dict[str, Any]]
+
+
+OrchestratorResult = Answer | AgentsReply | AgentDetail | TasksReply | TaskDetail
+
+ResultBody = (
+    Pong
+    | StatusReply
+    | Ack
+    | ReloadReply
+    | MemoryResult
+    | ToolResult
+    | RouterResult
+    | PluginResult
+    | OrchestratorResult
+)
 
 
 # --------------------------------------------------------------------------- server frames

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from convergiod.daemon import Daemon
 
 #: Modules (under ``convergiod.actors``) providing ``child_spec``, in start order.
-SERVICES: tuple[str, ...] = ()
+SERVICES: tuple[str, ...] = ("memory", "router", "tool", "plugin", "orchestrator")
 
 
 def service_specs(daemon: Daemon) -> list[ChildSpec]:

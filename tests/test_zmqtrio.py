@@ -64,10 +64,14 @@ async def wait_until_readable(sock: TrioSocket) -> None:
 # --------------------------------------------------------------------------- the hang pitfalls
 
 
+@pytest.mark.parametrize("after_a_miss", [False, True])
 async def test_two_messages_queued_before_first_wait_are_both_received(
-    ctx: zmq.Context[Any], ipc_dir: str
+    ctx: zmq.Context[Any], ipc_dir: str, after_a_miss: bool
 ) -> None:
     async with pair(ctx, f"ipc://{ipc_dir}/a", zmq.PULL, zmq.PUSH) as (pull, push):
+        if after_a_miss:  # a receive that found nothing switches to reading EVENTS first
+            with trio.move_on_after(0.01):
+                await pull.recv()
         await push.send(b"one")
         await push.send(b"two")
         # Let both arrive, and consume the FD edge by reading EVENTS, as a naive

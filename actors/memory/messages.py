@@ -7,7 +7,7 @@ docstring, or raises ``convergiod.errors.OpError`` with a protocol error code.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -210,6 +210,61 @@ class ListTasks(_Msg):
     limit: int = 50
 
 
+# ----------------------------------------------------------------------------- operations
+
+
+class Stats(_Msg):
+    """Counts and sizes of the tenant's memory: answered with ``MemoryStats``."""
+
+
+class MemoryStats(msgspec.Struct, frozen=True, kw_only=True):
+    tenant: str
+    facts: int
+    current_facts: int
+    conversations: int
+    messages: int
+    usage_records: int
+    tasks: int
+    entities: int
+    bytes: int
+    schema_version: int
+    vectors: int
+    dim: int
+    writes: int
+    group_commits: int
+
+
+class Export(_Msg):
+    """Write every fact to ``path`` (absolute) as JSONL with a checksum per line, atomically:
+    answered with ``Transferred``. ``progress``, in-process only, is an async callable
+    ``(message, done, total)`` called as the work goes on."""
+
+    path: str
+    progress: Any = None
+
+
+class Import(_Msg):
+    """Import an export file (absolute ``path``), verifying every line first; idempotent (a
+    fact already present is skipped): answered with ``Transferred``."""
+
+    path: str
+    progress: Any = None
+
+
+class Backup(_Msg):
+    """Online backup of the tenant database to ``path`` (absolute) while writes go on:
+    answered with ``Transferred`` (``records`` = pages copied)."""
+
+    path: str
+    progress: Any = None
+
+
+class Transferred(msgspec.Struct, frozen=True, kw_only=True):
+    path: str
+    records: int
+    added: int = 0
+
+
 MemoryMessage = (
     Remember
     | Search
@@ -225,4 +280,8 @@ MemoryMessage = (
     | SaveStep
     | LoadTask
     | ListTasks
+    | Stats
+    | Export
+    | Import
+    | Backup
 )

@@ -45,12 +45,42 @@ class ToolOutput(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Tool(Protocol):
-    name: str
-    description: str
-    args_type: type[msgspec.Struct]
-    default_policy: Policy
+    """A tool. The attributes are read-only (plain class attributes satisfy them; a narrower
+    ``args_type`` is fine). Optional hooks the tool actor uses when present:
+    ``summarize(args) -> str`` (the one line an approval request shows) and
+    ``approval_key(ctx, args) -> str`` (what an ``always`` approval covers; default: exactly
+    these arguments in this workspace)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def args_type(self) -> type[msgspec.Struct]: ...
+
+    @property
+    def default_policy(self) -> Policy: ...
 
     async def run(self, ctx: ToolContext, args: Any) -> ToolOutput: ...
+
+
+def tool_schema(tool: Tool) -> dict[str, Any]:
+    """The schema models see. A tool may carry its own JSON schema as a ``schema`` attribute
+    (plugin tools: their schemas come from a manifest); otherwise it is generated from
+    ``args_type``."""
+    own = getattr(tool, "schema", None)
+    return own if isinstance(own, dict) else json_schema(tool.args_type)
+
+
+def decode_args(tool: Tool, args: dict[str, Any]) -> Any:
+    """What ``run`` receives: ``args`` decoded into ``args_type`` (raises
+    ``msgspec.ValidationError`` naming the field), or, for a tool with its own ``schema``,
+    the dict itself (such a tool validates it)."""
+    if isinstance(getattr(tool, "schema", None), dict):
+        return args
+    return msgspec.convert(args, tool.args_type)
 
 
 def json_schema(args_type: type[msgspec.Struct]) -> dict[str, Any]:

@@ -18,6 +18,18 @@ COMMANDS = {
     "actor": "convergiod.commands.actor:cli",
     "events": "convergiod.commands.events:cli",
     "daemon": "convergiod.commands.daemon:cli",
+    "memory": "convergiod.commands.memory:cli",
+    "service": "convergiod.commands.service:cli",
+    "tool": "convergiod.commands.tool:cli",
+    "trash": "convergiod.commands.trash:cli",
+    "models": "convergiod.commands.models:cli",
+    "usage": "convergiod.commands.usage:cli",
+    "budget": "convergiod.commands.budget:cli",
+    "plugin": "convergiod.commands.plugin:cli",
+    "ask": "convergiod.commands.ask:cli",
+    "chat": "convergiod.commands.ask:chat",
+    "agents": "convergiod.commands.agents:cli",
+    "task": "convergiod.commands.task:cli",
 }
 
 

@@ -25,4 +25,64 @@ def registry() -> dict[type, Serve]:
         protocol.ActorRestart: actor.serve_restart,
         protocol.ActorKill: actor.serve_kill,
         protocol.Shutdown: daemon.serve_shutdown,
+        protocol.DaemonReload: daemon.serve_reload,
+        **_memory_ops(),
+        **_tool_ops(),
+        **_router_ops(),
+        **_plugin_ops(),
+        **_orchestrator_ops(),
     }
+
+
+def _orchestrator_ops() -> dict[type, Serve]:
+    from convergiod.commands import agents, ask, task
+
+    return {
+        protocol.Ask: ask.serve_ask,
+        protocol.TaskResume: ask.serve_resume,
+        protocol.AgentsList: agents.serve_list,
+        protocol.AgentsShow: agents.serve_show,
+        protocol.TaskListOp: task.serve_list,
+        protocol.TaskShowOp: task.serve_show,
+    }
+
+
+def _plugin_ops() -> dict[type, Serve]:
+    from convergiod.commands import plugin
+
+    return {
+        protocol.PluginInstall: plugin.serve_install,
+        protocol.PluginList: plugin.serve_list,
+        protocol.PluginShow: plugin.serve_info,
+        protocol.PluginRemove: plugin.serve_remove,
+        protocol.PluginCall: plugin.serve_call,
+    }
+
+
+def _router_ops() -> dict[type, Serve]:
+    from convergiod.commands import budget, models, usage
+
+    return {
+        protocol.ModelChat: models.serve_chat,
+        protocol.ModelsList: models.serve_list,
+        protocol.UsageReport: usage.serve,
+        protocol.BudgetShowOp: budget.serve_show,
+        protocol.BudgetSetOp: budget.serve_set,
+    }
+
+
+def _tool_ops() -> dict[type, Serve]:
+    from convergiod.commands import tool, trash
+
+    return {
+        protocol.ToolList: tool.serve_list,
+        protocol.ToolRun: tool.serve_run,
+        protocol.TrashList: trash.serve_list,
+        protocol.TrashRestore: trash.serve_restore,
+    }
+
+
+def _memory_ops() -> dict[type, Serve]:
+    from convergiod.commands import memory
+
+    return dict(memory.SERVE)

@@ -1,8 +1,9 @@
-"""``convergio daemon run|start|stop|status``: the daemon's lifecycle.
+"""``convergio daemon run|start|stop|status|reload``: the daemon's lifecycle.
 
 ``run`` keeps the daemon in the foreground (what systemd or launchd runs); ``start`` runs it in
 the background and returns once it answers; ``stop`` sends SIGTERM and waits until in-flight
-requests have finished and the daemon has exited.
+requests have finished and the daemon has exited; ``reload`` re-reads the configuration
+without a restart (as SIGHUP does).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from typing import TYPE_CHECKING
 import click
 
 from convergiod import protocol
-from convergiod.commands._common import check_admin, json_option, print_json
+from convergiod.commands._common import (
+    check_admin,
+    client,
+    json_option,
+    print_json,
+    timeout_option,
+)
 
 if TYPE_CHECKING:
     from convergiod.daemon import Daemon
@@ -31,6 +38,13 @@ async def serve_shutdown(
     check_admin(ctx.caller.role)
     daemon.shutdown_requested.set()
     return protocol.Ack(message="shutting down")
+
+
+async def serve_reload(
+    daemon: Daemon, ctx: RequestContext, op: protocol.DaemonReload
+) -> protocol.ReloadReply:
+    check_admin(ctx.caller.role)
+    return await daemon.reload()
 
 
 def run_foreground() -> int:
@@ -163,6 +177,26 @@ def stop(timeout: float, force: bool, as_json: bool) -> None:
         _say(as_json, f"killed (pid {pid}) after {timeout:g} s", state="killed", pid=pid)
         return
     raise click.ClickException(f"the daemon (pid {pid}) is still running after {timeout:g} s")
+
+
+@cli.command()
+@json_option
+@timeout_option
+def reload(as_json: bool, timeout: float) -> None:
+    """Re-read the configuration without a restart; a bad file is refused, the old one kept."""
+    with client(timeout) as c:
+        reply = c.call(protocol.DaemonReload())
+    assert isinstance(reply, protocol.ReloadReply)
+    if as_json:
+        print_json(reply)
+        sys.exit(1 if reply.failed else 0)
+    click.echo("reloaded: " + (", ".join(reply.changed) or "no setting changed"))
+    if reply.restart_needed:
+        click.echo("takes effect at the next restart: " + ", ".join(reply.restart_needed))
+    for failure in reply.failed:
+        click.echo(f"kept its old state: {failure}", err=True)
+    if reply.failed:
+        sys.exit(1)
 
 
 @cli.command()

@@ -22,6 +22,9 @@ class Actor:
     """
 
     concurrency: ClassVar[int] = 1
+    #: Exceptions from ``handle`` that are the reply to the message (raised in the asker)
+    #: instead of a crash, e.g. ``(convergiod.errors.OpError,)``.
+    reply_errors: ClassVar[tuple[type[Exception], ...]] = ()
     name: str  # set by the runtime before started()
     system: ActorSystem  # set by the runtime before started()
     _cell: ActorCell | None = None

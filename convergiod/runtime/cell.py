@@ -120,6 +120,12 @@ class ActorCell(Node):
                 mailbox._putters.unpark()
             try:
                 result: Any = await handle(env.msg)
+            except instance.reply_errors as exc:
+                # An expected failure is the answer to this message, not a crash.
+                self.handled += 1
+                if env.task is None:
+                    logger.info("actor %r: %s (no one asked)", name, exc)
+                env.fail(exc)
             except Exception as exc:
                 self.handled += 1
                 env.fail(ActorCrashed(name, repr(exc)))
@@ -128,8 +134,9 @@ class ActorCell(Node):
             except BaseException:
                 env.fail(self.interrupted_error())
                 raise
-            self.handled += 1
-            env.reply(result)
+            else:
+                self.handled += 1
+                env.reply(result)
             burst += 1
             if burst >= _BURST:
                 burst = 0

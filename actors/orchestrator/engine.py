@@ -1,0 +1,536 @@
+"""The agent loop of one task: model turns through the router, tool calls through the tool
+actor, delegations to other agents running concurrently, checkpoints through memory.
+
+One agent's loop::
+
+    messages = system prompt + context + task
+    repeat up to max_steps:
+        turn = model call (streamed; text deltas go to the client tagged with the agent)
+        checkpoint the turn
+        no tool calls -> the turn's text is the agent's answer
+        run the turn's tool calls at once (a nursery); `delegate` runs another agent's loop
+        checkpoint each result; feed the results back
+
+Every completed step is checkpointed under a key that depends only on its position in the
+task (``ali#2:model``, ``ali/coder@call_1#1:call:call_7``), so ``task resume`` replays the
+completed steps from memory instead of running them again: a model turn is not paid twice
+and a tool with a side effect does not run twice.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import trio
+
+from convergiod import protocol
+from convergiod.actors.memory import messages as mem
+from convergiod.actors.orchestrator.agents import AgentDef, AgentSet
+from convergiod.actors.router import messages as rt
+from convergiod.actors.router.client import open_chat
+from convergiod.actors.tool import messages as tl
+from convergiod.config import OrchestratorConfig
+from convergiod.errors import OpError
+from convergiod.runtime import ActorSystem
+
+log = logging.getLogger("convergiod.orchestrator")
+
+Emit = Callable[[protocol.EventBody], Awaitable[None]]
+Approve = Callable[[str, str, dict[str, Any], str | None], Awaitable[protocol.ApprovalDecision]]
+
+DELEGATE = "delegate"
+#: Failures of a model call after which the agent's next fallback model is tried.
+FALLBACK_CODES = frozenset({"provider_unavailable", "not_found", "unavailable", "timeout"})
+
+
+class ModelStep(msgspec.Struct, kw_only=True):
+    text: str
+    tool_calls: list[rt.ToolCall] = []
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+
+
+class ToolStep(msgspec.Struct, kw_only=True):
+    content: str
+    ok: bool = True
+    code: str | None = None
+
+
+class DelegateArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """Hand a self-contained task to another agent of the team; its answer comes back as
+    this tool's result. Several delegations in one turn run at the same time."""
+
+    agent: str
+    task: str
+
+
+@dataclass
+class _Usage:
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+
+
+@dataclass
+class _AgentBudget:
+    tool_calls: int = 0
+    tokens: int = 0
+    cost: float = 0.0
+
+
+@dataclass
+class TaskRun:
+    """Everything one task needs; ``run`` answers with the root agent's final text."""
+
+    system: ActorSystem
+    tenant: str
+    request_id: int
+    task: str
+    team: AgentSet
+    config: OrchestratorConfig
+    workspace: str
+    emit: Emit
+    approve: Approve
+    tools: list[tl.ToolInfo]
+    models: dict[str, rt.ModelInfo]
+    checkpoints: dict[str, bytes] = field(default_factory=dict)
+    usage: dict[str, _Usage] = field(default_factory=dict)
+    steps: int = 0
+    replayed: int = 0
+    _limiter: trio.CapacityLimiter = field(init=False)
+    _notified: set[str] = field(default_factory=set)
+    _nursery: trio.Nursery | None = None
+    _pending: dict[str, list[trio.Event]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._limiter = trio.CapacityLimiter(self.config.max_concurrent_agents)
+
+    async def run(
+        self, agent: AgentDef, prompt: str, context: list[rt.Message] | None = None
+    ) -> str:
+        """Run the task's root agent; returns once every checkpoint is written."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            text = await self.run_agent(
+                agent, prompt, path=agent.name, chain=(agent.name,), context=context
+            )
+        return text
+
+    # ------------------------------------------------------------------ one agent
+
+    async def run_agent(
+        self,
+        agent: AgentDef,
+        task_text: str,
+        *,
+        path: str,
+        chain: tuple[str, ...],
+        context: list[rt.Message] | None = None,
+    ) -> str:
+        """Run ``agent`` on ``task_text`` until it answers or hits a limit (``OpError``)."""
+        limits = agent.limits
+        try:
+            with trio.fail_after(limits.timeout):
+                return await self._loop(agent, task_text, path, chain, context or [])
+        except trio.TooSlowError:
+            raise OpError(
+                "timeout", f"agent {agent.name} exceeded its time limit of {limits.timeout:g} s"
+            ) from None
+
+    async def _loop(
+        self,
+        agent: AgentDef,
+        task_text: str,
+        path: str,
+        chain: tuple[str, ...],
+        context: list[rt.Message],
+    ) -> str:
+        specs = self._tool_specs(agent)
+        messages = [
+            rt.Message(role="system", content=agent.prompt),
+            *context,
+            rt.Message(role="user", content=task_text),
+        ]
+        budget = _AgentBudget()
+        for n in range(1, agent.limits.max_steps + 1):
+            step = await self._model_step(agent, path, n, messages, specs)
+            self.steps += 1
+            budget.tokens += step.input_tokens + step.output_tokens
+            budget.cost += step.cost
+            messages.append(
+                rt.Message(role="assistant", content=step.text, tool_calls=step.tool_calls)
+            )
+            if not step.tool_calls:
+                return step.text
+            self._check_budget(agent, budget, len(step.tool_calls))
+            results = await self._tool_steps(agent, path, n, chain, step.tool_calls)
+            for call, result in zip(step.tool_calls, results, strict=True):
+                messages.append(
+                    rt.Message(role="tool", content=result.content, tool_call_id=call.id)
+                )
+        raise OpError(
+            "budget_exceeded",
+            f"agent {agent.name} reached its limit of {agent.limits.max_steps} steps "
+            "without a final answer",
+        )
+
+    async def _tool_steps(
+        self,
+        agent: AgentDef,
+        path: str,
+        n: int,
+        chain: tuple[str, ...],
+        calls: list[rt.ToolCall],
+    ) -> list[ToolStep]:
+        """Run one turn's tool calls at once; results in the calls' order."""
+        results: list[ToolStep | None] = [None] * len(calls)
+
+        async def one(i: int, call: rt.ToolCall) -> None:
+            results[i] = await self._tool_step(agent, path, n, chain, call)
+
+        async with trio.open_nursery() as nursery:
+            for i, call in enumerate(calls):
+                nursery.start_soon(one, i, call)
+        return [r for r in results if r is not None]
+
+    def _check_budget(self, agent: AgentDef, budget: _AgentBudget, new_calls: int) -> None:
+        limits = agent.limits
+        budget.tool_calls += new_calls
+        if budget.tool_calls > limits.max_tool_calls:
+            raise OpError(
+                "budget_exceeded",
+                f"agent {agent.name} reached its limit of {limits.max_tool_calls} tool calls",
+            )
+        if budget.tokens > limits.max_tokens:
+            raise OpError(
+                "budget_exceeded",
+                f"agent {agent.name} used {budget.tokens} tokens (limit {limits.max_tokens})",
+            )
+        if limits.max_cost and budget.cost > limits.max_cost:
+            raise OpError(
+                "budget_exceeded",
+                f"agent {agent.name} spent ${budget.cost:.4f} (limit ${limits.max_cost:g})",
+            )
+
+    # ------------------------------------------------------------------ model turns
+
+    async def _model_step(
+        self,
+        agent: AgentDef,
+        path: str,
+        n: int,
+        messages: list[rt.Message],
+        specs: list[rt.ToolSpec],
+    ) -> ModelStep:
+        key = f"{path}#{n}:model"
+        saved = self.checkpoints.get(key)
+        if saved is not None:
+            self.replayed += 1
+            return msgspec.msgpack.decode(saved, type=ModelStep)
+        step = await self._call_model(agent, path, n, messages, specs)
+        if step.tool_calls:
+            # The previous step's tool results must be durable before this turn, which was
+            # computed from them; this turn must be durable before its tools run, so that a
+            # resumed task never runs a tool twice. A final turn needs no checkpoint: on
+            # resume it is simply asked again.
+            await self._flush(path)
+            await self._save(key, "model", step)
+        return step
+
+    async def _call_model(
+        self,
+        agent: AgentDef,
+        path: str,
+        n: int,
+        messages: list[rt.Message],
+        specs: list[rt.ToolSpec],
+    ) -> ModelStep:
+        candidates: list[str | None] = [None if agent.model == "default" else agent.model]
+        candidates += [m for m in agent.fallback if m not in candidates]
+        router = self.system.ref("router")
+        last: rt.Failed | None = None
+        for model in candidates:
+            async with open_chat(
+                router,
+                tenant=self.tenant,
+                request_id=f"{self.task}:{path}#{n}",
+                messages=messages,
+                agent=agent.name,
+                model=model,
+                tools=specs,
+                task=self.task,
+                temperature=agent.temperature,
+            ) as events:
+                async for event in events:
+                    if type(event) is rt.TextDelta:
+                        text = event.text + events.take_text()
+                        await self.emit(protocol.TokenDelta(text=text, agent=agent.name))
+            terminal = events.terminal
+            if isinstance(terminal, rt.Finished):
+                return await self._finished(agent, terminal.result, bool(specs))
+            assert isinstance(terminal, rt.Failed)
+            last = terminal
+            if terminal.partial or terminal.code not in FALLBACK_CODES:
+                break
+            log.info(
+                "agent %s: model %s failed (%s), trying the next", agent.name, model, terminal.code
+            )
+        assert last is not None
+        raise OpError(
+            last.code if last.code in protocol.ERROR_CODES else "provider_unavailable",  # type: ignore[arg-type]
+            f"agent {agent.name}: {last.message}",
+            retry_after=last.retry_after,
+        )
+
+    async def _finished(self, agent: AgentDef, result: rt.ChatResult, offered: bool) -> ModelStep:
+        usage = result.usage
+        acc = self.usage.setdefault(agent.name, _Usage())
+        acc.calls += 1
+        acc.input_tokens += usage.input_tokens
+        acc.output_tokens += usage.output_tokens
+        acc.cost += usage.cost
+        await self.emit(
+            protocol.UsageEvent(
+                agent=agent.name,
+                model=result.model,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost=usage.cost,
+            )
+        )
+        info = self.models.get(result.model)
+        if offered and info is not None and not info.tools and agent.name not in self._notified:
+            self._notified.add(agent.name)
+            await self.emit(
+                protocol.Notice(
+                    agent=agent.name,
+                    message=f"model {result.model} has no tool support: {agent.name} answers "
+                    "directly, without tools or delegation",
+                )
+            )
+        return ModelStep(
+            text=result.text,
+            tool_calls=list(result.tool_calls),
+            model=result.model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost=usage.cost,
+        )
+
+    # ------------------------------------------------------------------ tool calls
+
+    def _allowed(self, agent: AgentDef, tool: str) -> bool:
+        if tool == DELEGATE:
+            return DELEGATE in agent.tools and bool(agent.delegates)
+        return any(fnmatch.fnmatchcase(tool, pattern) for pattern in agent.tools)
+
+    def _tool_specs(self, agent: AgentDef) -> list[rt.ToolSpec]:
+        specs = [
+            rt.ToolSpec(name=t.name, description=t.description, parameters=t.schema)
+            for t in self.tools
+            if t.policy != "deny" and self._allowed(agent, t.name)
+        ]
+        if self._allowed(agent, DELEGATE):
+            from convergiod.actors.tool.base import json_schema
+
+            team = ", ".join(
+                f"{name} ({self.team.agents[name].description})"
+                for name in agent.delegates
+                if name in self.team.agents
+            )
+            schema = json_schema(DelegateArgs)
+            schema["properties"]["agent"]["enum"] = list(agent.delegates)
+            specs.append(
+                rt.ToolSpec(
+                    name=DELEGATE,
+                    description=(DelegateArgs.__doc__ or "").strip() + f" Team: {team}.",
+                    parameters=schema,
+                )
+            )
+        return specs
+
+    async def _tool_step(
+        self, agent: AgentDef, path: str, n: int, chain: tuple[str, ...], call: rt.ToolCall
+    ) -> ToolStep:
+        key = f"{path}#{n}:call:{call.id}"
+        try:
+            args = json.loads(call.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            args = None
+            error = f"arguments are not valid JSON: {exc}"
+        else:
+            error = "" if isinstance(args, dict) else "arguments must be a JSON object"
+        await self.emit(
+            protocol.ToolCallStarted(
+                agent=agent.name,
+                call=call.id,
+                tool=call.name,
+                args=args if isinstance(args, dict) else {},
+            )
+        )
+        saved = self.checkpoints.get(key)
+        if saved is not None:
+            self.replayed += 1
+            result = msgspec.msgpack.decode(saved, type=ToolStep)
+        else:
+            if error:
+                result = ToolStep(
+                    content=f"error (bad_request): {error}", ok=False, code="bad_request"
+                )
+            elif not self._allowed(agent, call.name):
+                result = ToolStep(
+                    content=f"error (sandbox_denied): agent {agent.name} may not use {call.name}",
+                    ok=False,
+                    code="sandbox_denied",
+                )
+            elif call.name == DELEGATE:
+                assert isinstance(args, dict)
+                result = await self._delegate(agent, path, chain, call, args)
+            else:
+                assert isinstance(args, dict)
+                result = await self._run_tool(agent, call, args)
+            self._save_soon(path, key, "delegation" if call.name == DELEGATE else "tool", result)
+        await self.emit(
+            protocol.ToolCallFinished(
+                agent=agent.name,
+                call=call.id,
+                tool=call.name,
+                ok=result.ok,
+                summary=result.content[:200],
+                code=result.code,
+            )
+        )
+        return result
+
+    async def _run_tool(self, agent: AgentDef, call: rt.ToolCall, args: dict[str, Any]) -> ToolStep:
+        async def approver(tool: str, summary: str, tool_args: dict[str, Any]) -> Any:
+            return await self.approve(tool, summary, tool_args, agent.name)
+
+        try:
+            output = await self.system.ref("tool").ask(
+                tl.RunTool(
+                    tenant=self.tenant,
+                    name=call.name,
+                    args=args,
+                    workspace=self.workspace,
+                    request_id=self.request_id,
+                    agent=agent.name,
+                    approver=approver,
+                ),
+                timeout=None,
+            )
+        except OpError as exc:
+            return ToolStep(content=f"error ({exc.code}): {exc.message}", ok=False, code=exc.code)
+        return ToolStep(content=output.content)
+
+    async def _delegate(
+        self,
+        agent: AgentDef,
+        path: str,
+        chain: tuple[str, ...],
+        call: rt.ToolCall,
+        args: dict[str, Any],
+    ) -> ToolStep:
+        try:
+            spec = msgspec.convert(args, DelegateArgs)
+        except msgspec.ValidationError as exc:
+            return ToolStep(content=f"error (bad_request): {exc}", ok=False, code="bad_request")
+        target = self.team.get(spec.agent)
+        refusal = ""
+        if spec.agent not in agent.delegates or target is None:
+            refusal = f"{agent.name} may not delegate to {spec.agent!r}"
+        elif spec.agent in chain:
+            refusal = "delegation cycle refused: " + " -> ".join((*chain, spec.agent))
+        elif len(chain) >= self.config.max_depth:
+            refusal = f"delegation depth limit of {self.config.max_depth} reached"
+        if refusal:
+            return ToolStep(content=f"error (bad_request): {refusal}", ok=False, code="bad_request")
+        assert target is not None
+        await self.emit(
+            protocol.DelegationStarted(
+                agent=agent.name, to=target.name, call=call.id, task=spec.task
+            )
+        )
+        ok, text = True, ""
+        try:
+            async with self._limiter:
+                text = await self.run_agent(
+                    target,
+                    spec.task,
+                    path=f"{path}/{target.name}@{call.id}",
+                    chain=(*chain, target.name),
+                )
+        except OpError as exc:
+            ok, text = False, f"error ({exc.code}): {exc.message}"
+        await self.emit(
+            protocol.DelegationFinished(
+                agent=agent.name, to=target.name, call=call.id, ok=ok, summary=text[:200]
+            )
+        )
+        return ToolStep(content=text, ok=ok, code=None if ok else "delegation_failed")
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_soon(self, path: str, key: str, kind: str, step: ToolStep) -> None:
+        """Write a tool result's checkpoint while the agent goes on to its next model call;
+        ``_flush(path)`` waits for it before the agent's next checkpoint."""
+        done = trio.Event()
+        self._pending.setdefault(path, []).append(done)
+        self.checkpoints[key] = msgspec.msgpack.encode(step)
+
+        async def write() -> None:
+            try:
+                await self._save(key, kind, step)
+            finally:
+                done.set()
+
+        if self._nursery is None:
+            raise RuntimeError("TaskRun.run_agent called outside TaskRun.run")
+        self._nursery.start_soon(write)
+
+    async def _flush(self, path: str) -> None:
+        for done in self._pending.pop(path, []):
+            await done.wait()
+
+    async def _save(self, key: str, kind: str, step: ModelStep | ToolStep) -> None:
+        payload = msgspec.msgpack.encode(step)
+        self.checkpoints[key] = payload
+        with trio.CancelScope(shield=True):
+            await self.system.ref("memory").ask(
+                mem.SaveStep(
+                    tenant=self.tenant,
+                    task=self.task,
+                    step=key,
+                    kind=kind,  # type: ignore[arg-type]
+                    payload=payload,
+                ),
+                timeout=30.0,
+            )
+
+    def usage_report(self) -> list[protocol.AgentUsage]:
+        return [
+            protocol.AgentUsage(
+                agent=name,
+                calls=u.calls,
+                input_tokens=u.input_tokens,
+                output_tokens=u.output_tokens,
+                cost=round(u.cost, 8),
+            )
+            for name, u in sorted(self.usage.items())
+        ]
+
+
+def new_id(prefix: str) -> str:
+    import secrets
+
+    return f"{prefix}{time.strftime('%Y%m%d')}-{secrets.token_hex(4)}"

@@ -1,0 +1,283 @@
+"""The plugin actor: installs, lists and removes plugins, registers their tools with the tool
+actor, and runs calls through a runner (threads, or worker processes with
+``isolation = "process"``).
+
+Calls run concurrently (``concurrency``); the runner's limiter bounds how many execute at
+once. Install and remove are serialized by a lock so the registry and the disk agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import msgspec
+import trio
+
+from convergiod import protocol
+from convergiod.actors.plugin import schema
+from convergiod.actors.plugin.messages import (
+    CallPlugin,
+    CallResult,
+    GetPlugin,
+    InstallPlugin,
+    ListPlugins,
+    RemovePlugin,
+)
+from convergiod.actors.plugin.runner import Job, JobDir, Runner, ThreadRunner
+from convergiod.actors.plugin.sandbox import Sandbox, SandboxError, interpret
+from convergiod.actors.plugin.store import Installed, PluginStore
+from convergiod.config import PluginConfig
+from convergiod.errors import OpError
+from convergiod.runtime import Actor, ActorNotFound, ActorStopped, AskTimeout
+
+log = logging.getLogger("convergiod.plugin")
+
+_encode = msgspec.json.Encoder().encode
+
+
+class PluginActor(Actor):
+    concurrency: ClassVar[int] = 64
+    reply_errors: ClassVar[tuple[type[Exception], ...]] = (OpError,)
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        runtime_dir: Path,
+        config: PluginConfig,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root = data_dir / "plugins"
+        self.cache_dir = data_dir / "plugin-cache"
+        self.runtime_dir = runtime_dir
+        self.config = config
+        self.environ = os.environ if environ is None else environ
+        self.store = PluginStore(self.root)
+        self.plugins: dict[str, Installed] = {}
+        self._lock = trio.Lock()
+        self.sandbox: Sandbox | None = None
+        self.runner: Runner | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def started(self) -> None:
+        cfg = self.config
+        stack = cfg.max_wasm_stack_kib * 1024
+        tick = cfg.tick_ms / 1000
+        self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.sandbox = Sandbox(self.cache_dir, max_wasm_stack=stack, tick=tick)
+        if cfg.isolation == "process":
+            from convergiod.actors.plugin.pool import ProcessRunner
+
+            pool = ProcessRunner(
+                cfg.workers,
+                runtime_dir=self.runtime_dir,
+                cache_dir=self.cache_dir,
+                max_wasm_stack=stack,
+                tick=tick,
+            )
+            await pool.start()
+            self.runner = pool
+        else:
+            self.runner = ThreadRunner(self.sandbox, cfg.max_concurrent)
+        for name in await trio.to_thread.run_sync(self.store.names):
+            try:
+                installed = await trio.to_thread.run_sync(self.store.get, name)
+            except SandboxError as exc:
+                log.error("skipping plugin %s: %s", name, exc.message)
+                continue
+            self.plugins[name] = installed
+            await self._register(installed)
+        log.info("plugin actor ready: %d plugins, isolation %s", len(self.plugins), cfg.isolation)
+
+    async def stopping(self) -> None:
+        if self.runner is not None:
+            await self.runner.aclose()
+        if self.sandbox is not None:
+            self.sandbox.close()
+
+    # ------------------------------------------------------------------ messages
+
+    async def handle(self, msg: Any) -> Any:
+        if isinstance(msg, CallPlugin):
+            return await self.call(msg)
+        if isinstance(msg, ListPlugins):
+            return protocol.PluginListReply(
+                plugins=[detail(p) for _, p in sorted(self.plugins.items())]
+            )
+        if isinstance(msg, GetPlugin):
+            return detail(self._get(msg.name))
+        if isinstance(msg, InstallPlugin):
+            return await self.install(msg)
+        if isinstance(msg, RemovePlugin):
+            return await self.remove(msg.name)
+        raise TypeError(f"plugin actor cannot handle {type(msg).__name__}")
+
+    def _get(self, name: str) -> Installed:
+        installed = self.plugins.get(name)
+        if installed is None:
+            raise OpError("not_found", f"no plugin named {name!r} is installed")
+        return installed
+
+    async def call(self, msg: CallPlugin) -> CallResult:
+        installed = self._get(msg.plugin)
+        manifest, record = installed.manifest, installed.record
+        spec = manifest.tool(msg.tool)
+        if spec is None:
+            raise OpError("not_found", f"plugin {msg.plugin!r} has no tool {msg.tool!r}")
+        try:
+            schema.validate(spec.args, msg.args)
+        except schema.SchemaError as exc:
+            raise OpError("bad_request", f"{msg.plugin}.{msg.tool}: {exc}") from None
+        limits = manifest.limits
+        job = Job(
+            module_path=str(installed.module_path),
+            sha256=record.sha256,
+            fuel=limits.fuel,
+            memory_bytes=limits.memory_mb << 20,
+            timeout=limits.timeout_ms / 1000,
+            output_bytes=limits.output_kb << 10,
+            stdin=_encode({"tool": msg.tool, "args": msg.args}),
+            dirs=[JobDir(d.host, d.guest, d.write) for d in record.dirs],
+            env=[(n, self.environ[n]) for n in record.env if n in self.environ],
+            argv0=manifest.name,
+        )
+        what = f"plugin {msg.plugin}, tool {msg.tool}"
+        assert self.runner is not None
+        try:
+            result = await self.runner.run(job)
+            if result.stderr:
+                log.info(
+                    "%s (request %d) stderr: %s",
+                    what,
+                    msg.request_id,
+                    result.stderr.decode("utf-8", "replace")[-4096:],
+                )
+            if result.memory_at_limit:
+                log.warning(
+                    "%s (request %d): memory at its limit of %d MiB: growth refused",
+                    what,
+                    msg.request_id,
+                    limits.memory_mb,
+                )
+            value = interpret(result, job.limits(), what=what)
+        except SandboxError as exc:
+            log.warning(
+                "%s (request %d) failed: %s: %s", what, msg.request_id, exc.code, exc.message
+            )
+            raise OpError(exc.code, exc.message) from None
+        return CallResult(value=value, elapsed=result.elapsed)
+
+    async def install(self, msg: InstallPlugin) -> protocol.PluginDetail:
+        async with self._lock:
+            try:
+                manifest, staging, module = await trio.to_thread.run_sync(
+                    self.store.stage, Path(msg.path)
+                )
+                try:
+                    await trio.to_thread.run_sync(self._check_module, module, manifest.limits.fuel)
+                    installed = await trio.to_thread.run_sync(
+                        lambda: self.store.commit(
+                            manifest, staging, grant_all=msg.grant_all, grants=msg.grants
+                        )
+                    )
+                except BaseException:
+                    self.store.discard(staging)
+                    raise
+            except SandboxError as exc:
+                raise OpError(exc.code, exc.message) from None
+            await self._unregister(manifest.name)
+            self.plugins[manifest.name] = installed
+            await self._register(installed)
+            log.info(
+                "installed plugin %s %s (sha256 %s)",
+                manifest.name,
+                manifest.version,
+                installed.record.sha256,
+            )
+            return detail(installed)
+
+    def _check_module(self, module: Path, fuel: int | None) -> None:
+        """Compile (and so cache) the module; refuses non-WASI imports before any use."""
+        assert self.sandbox is not None
+        self.sandbox.runtime(fuel=fuel is not None).load(module.read_bytes())
+
+    async def remove(self, name: str) -> protocol.Ack:
+        async with self._lock:
+            self._get(name)
+            try:
+                await trio.to_thread.run_sync(self.store.remove, name)
+            except SandboxError as exc:
+                raise OpError(exc.code, exc.message) from None
+            removed = self.plugins.pop(name)
+            if isinstance(self.runner, ThreadRunner):
+                self.runner.cache.forget(str(removed.module_path))
+            await self._unregister(name)
+            return protocol.Ack(message=f"removed plugin {name}")
+
+    # ------------------------------------------------------------------ tool registry
+
+    async def _register(self, installed: Installed) -> None:
+        from convergiod.actors.plugin.tools import PluginTool
+
+        try:
+            from convergiod.actors.tool.messages import RegisterTool
+        except ImportError:
+            return
+        for spec in installed.manifest.tools:
+            tool = PluginTool(installed.manifest, spec, self.ref(self.name))
+            try:
+                await self.ref("tool").ask(
+                    RegisterTool(tool=tool, owner=_owner(installed.manifest.name)), timeout=5.0
+                )
+            except (ActorNotFound, ActorStopped, AskTimeout) as exc:
+                log.info("tool %s not registered (tool actor unavailable: %s)", tool.name, exc)
+                return
+            except OpError as exc:
+                log.error("tool %s not registered: %s", tool.name, exc.message)
+
+    async def _unregister(self, name: str) -> None:
+        try:
+            from convergiod.actors.tool.messages import UnregisterOwner
+        except ImportError:
+            return
+        try:
+            await self.ref("tool").ask(UnregisterOwner(owner=_owner(name)), timeout=5.0)
+        except (ActorNotFound, ActorStopped, AskTimeout) as exc:
+            log.info("tools of plugin %s not unregistered: %s", name, exc)
+
+
+def _owner(name: str) -> str:
+    return f"plugin:{name}"
+
+
+def detail(installed: Installed) -> protocol.PluginDetail:
+    m, r = installed.manifest, installed.record
+    return protocol.PluginDetail(
+        name=m.name,
+        version=m.version,
+        description=m.description,
+        sha256=r.sha256,
+        path=str(installed.path),
+        tools=[
+            protocol.PluginToolEntry(
+                name=t.name, description=t.description, policy=t.policy, args=t.args
+            )
+            for t in m.tools
+        ],
+        limits=msgspec.to_builtins(m.limits),
+        asked_dirs=[
+            protocol.PluginDirEntry(host=d.host, guest=d.guest, write=d.write)
+            for d in m.permissions.dirs
+        ],
+        asked_env=list(m.permissions.env),
+        granted_dirs=[
+            protocol.PluginDirEntry(host=d.host, guest=d.guest, write=d.write) for d in r.dirs
+        ],
+        granted_env=list(r.env),
+        installed_at=r.installed_at,
+    )

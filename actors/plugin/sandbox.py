@@ -1,0 +1,614 @@
+"""Running one plugin call under wasmtime, denied everything by default.
+
+A ``Runtime`` owns one wasmtime engine (its settings fixed for its life), a linker that
+provides WASI preview 1 and nothing else, and an on-disk cache of compiled modules. A
+``Sandbox`` holds the runtimes the daemon needs (with and without fuel metering, which is an
+engine-wide setting) and the one ``EpochTicker`` thread that advances their epochs.
+
+Every call gets a fresh store: its own WASI context (stdin = the call, stdout and stderr into
+capped buffers, no environment unless granted, no preopened directory unless granted, and
+those read-only unless write was granted; wasmtime's WASI preview 1 has no sockets to open
+and no network), an epoch deadline, fuel when the manifest sets it, a memory limit, and the
+engine's maximum wasm stack. When no directory is granted, ``fd_write`` is served by
+``_fd_write`` on the calling thread (fds 1 and 2 are then the only writable ones); otherwise
+by wasmtime's WASI with custom output callbacks (which run on a wasmtime worker thread).
+``run`` never raises for anything the guest does: it reports what happened in a
+``RunResult`` and ``interpret`` turns that into a JSON value or a ``SandboxError`` with a
+protocol error code.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import struct
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import wasmtime
+from wasmtime import _ffi as ffi
+from wasmtime._extern import wrap_extern
+from wasmtime._func import enter_wasm
+
+from convergiod.protocol import ErrorCode
+
+log = logging.getLogger("convergiod.plugin")
+
+WASI_MODULE = "wasi_snapshot_preview1"
+WASMTIME_VERSION = importlib.metadata.version("wasmtime")
+PAGE = 65536
+STDERR_CAP = 64 * 1024
+
+
+class SandboxError(Exception):
+    """A call or a module the sandbox refused or that failed; ``code`` is a protocol code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineSettings:
+    """Everything that changes compiled code: part of the module cache key."""
+
+    fuel: bool = False
+    epoch: bool = True
+    max_wasm_stack: int = 512 * 1024
+
+    def key(self) -> str:
+        return (
+            f"fuel={self.fuel},epoch={self.epoch},stack={self.max_wasm_stack},"
+            "features=no-threads/no-memory64/no-components"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DirGrant:
+    host: str
+    guest: str
+    write: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallLimits:
+    """``None`` means unlimited (used only by the benchmark's unprotected baseline)."""
+
+    memory_bytes: int | None = 64 << 20
+    timeout: float | None = 5.0
+    fuel: int | None = None
+    output_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallGrants:
+    dirs: tuple[DirGrant, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+
+class RunResult(msgspec.Struct, kw_only=True):
+    """What happened in one call; plain data, so a worker process can send it back."""
+
+    exit_code: int = 0
+    stdout: bytes = b""
+    stderr: bytes = b""
+    stdout_overflow: bool = False
+    memory_at_limit: bool = False
+    memory_bytes: int = 0
+    #: The wasmtime trap code name (``INTERRUPT``, ``OUT_OF_FUEL``...) or ``error``.
+    trap: str | None = None
+    trap_message: str = ""
+    elapsed: float = 0.0
+
+
+@dataclass
+class Program:
+    """A compiled module ready to instantiate: checked imports, linked once."""
+
+    sha256: str
+    module: wasmtime.Module
+    #: Linked with wasmtime's WASI (stdout/stderr through custom callbacks).
+    pre: wasmtime.InstancePre
+    #: Linked with ``fd_write`` served on the calling thread (for calls without
+    #: preopened directories, where fds 1 and 2 are the only writable ones).
+    pre_lean: wasmtime.InstancePre
+    runtime: Runtime
+    from_cache: bool = False
+
+
+class EpochTicker:
+    """The one thread that advances the epoch of every engine of a ``Sandbox``.
+
+    It ticks only while calls are in flight or were recently (``linger`` seconds): an idle
+    daemon does not wake up every few milliseconds for nothing, and a busy one does not pay a
+    thread wake-up per call. A deadline set while it sleeps is still met within one tick.
+    """
+
+    linger = 1.0
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._engines: list[wasmtime.Engine] = []
+        self._active = 0
+        self._ticking = False
+        self._last = 0.0
+        self._stop = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="plugin-epoch", daemon=True)
+        self._thread.start()
+
+    def add(self, engine: wasmtime.Engine) -> None:
+        with self._cond:
+            self._engines.append(engine)
+
+    def ticks_for(self, seconds: float) -> int:
+        return max(1, math.ceil(seconds / self.interval)) + 1
+
+    def enter(self) -> None:
+        with self._cond:
+            self._active += 1
+            if not self._ticking:
+                self._ticking = True
+                self._cond.notify()
+
+    def leave(self) -> None:
+        with self._cond:
+            self._active -= 1
+            self._last = time.monotonic()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._active and time.monotonic() - self._last > self.linger:
+                    self._ticking = False
+                while not self._ticking and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                engines = list(self._engines)
+            time.sleep(self.interval)
+            for engine in engines:
+                engine.increment_epoch()
+
+
+class Runtime:
+    """One engine with fixed settings, its WASI linker and its compiled-module cache."""
+
+    def __init__(
+        self, settings: EngineSettings, cache_dir: Path | None, ticker: EpochTicker | None
+    ) -> None:
+        config = wasmtime.Config()
+        config.consume_fuel = settings.fuel
+        config.epoch_interruption = settings.epoch
+        config.max_wasm_stack = settings.max_wasm_stack
+        # The C API initializes linear memory copy-on-write from the module image where it
+        # can; small modules instantiate faster by plain copy.
+        config.memory_init_cow = False
+        # WASI preview 1 plugins need none of these; fewer features, less attack surface.
+        config.wasm_threads = False
+        config.shared_memory = False
+        config.wasm_memory64 = False
+        config.wasm_component_model = False
+        self.settings = settings
+        self.engine = wasmtime.Engine(config)
+        self.linker = wasmtime.Linker(self.engine)
+        self.linker.define_wasi()
+        self.lean_linker = wasmtime.Linker(self.engine)
+        self.lean_linker.allow_shadowing = True
+        self.lean_linker.define_wasi()
+        _define_fd_write(self.lean_linker)
+        self.cache_dir = cache_dir
+        self.ticker = ticker
+        if ticker is not None and settings.epoch:
+            ticker.add(self.engine)
+
+    # ------------------------------------------------------------------ loading
+
+    def cache_key(self, sha256: str) -> str:
+        text = f"wasmtime={WASMTIME_VERSION};{self.settings.key()};module={sha256}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def load(self, wasm: bytes, *, expected_sha256: str | None = None) -> Program:
+        """Check and compile ``wasm`` (or take it from the disk cache).
+
+        Raises ``SandboxError``: ``sandbox_denied`` for a hash that differs from the pin or
+        an import other than WASI preview 1, ``bad_request`` for a module that is not a WASI
+        command.
+        """
+        sha = hashlib.sha256(wasm).hexdigest()
+        if expected_sha256 is not None and sha != expected_sha256:
+            raise SandboxError(
+                "sandbox_denied",
+                f"module hash changed since install (pinned sha256 {expected_sha256[:16]}…, "
+                f"found {sha[:16]}…): reinstall the plugin to trust the new module",
+            )
+        module, from_cache = self._compile(wasm, sha)
+        check_module(module)
+        try:
+            pre = self.linker.instantiate_pre(module)
+            pre_lean = self.lean_linker.instantiate_pre(module)
+        except wasmtime.WasmtimeError as exc:
+            raise SandboxError("sandbox_denied", f"module cannot be linked: {exc}") from None
+        return Program(
+            sha256=sha,
+            module=module,
+            pre=pre,
+            pre_lean=pre_lean,
+            runtime=self,
+            from_cache=from_cache,
+        )
+
+    def _compile(self, wasm: bytes, sha: str) -> tuple[wasmtime.Module, bool]:
+        path = self.cache_dir / f"{self.cache_key(sha)}.cwasm" if self.cache_dir else None
+        if path is not None and path.exists():
+            try:
+                # Only ever written by us, into an owner-only directory, for exactly these
+                # engine settings and this wasmtime version (both in the key).
+                return wasmtime.Module.deserialize_file(self.engine, str(path)), True
+            except wasmtime.WasmtimeError as exc:
+                log.warning("discarding unusable cached module %s: %s", path.name, exc)
+                path.unlink(missing_ok=True)
+        try:
+            module = wasmtime.Module(self.engine, wasm)
+        except wasmtime.WasmtimeError as exc:
+            raise SandboxError("bad_request", f"not a valid WebAssembly module: {exc}") from None
+        if path is not None:
+            try:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+                with os.fdopen(fd, "wb") as f:
+                    f.write(module.serialize())
+                os.replace(tmp, path)
+            except OSError as exc:
+                log.warning("cannot cache compiled module: %s", exc)
+        return module, False
+
+    # ------------------------------------------------------------------ running
+
+    def run(
+        self,
+        program: Program,
+        stdin: bytes,
+        limits: CallLimits,
+        grants: CallGrants = CallGrants(),
+        argv0: str = "plugin",
+    ) -> RunResult:
+        """Run the command once in a fresh store. Never raises for what the guest does."""
+        started = time.perf_counter()
+        result = RunResult()
+        out = _CappedSink(limits.output_bytes)
+        err = _CappedSink(STDERR_CAP, truncate=True)
+
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = [argv0]
+        _set_stdin_bytes(wasi, stdin)
+        # Without preopened directories the only fds a guest can write are 1 and 2: serve
+        # fd_write on this thread (wasmtime runs custom output callbacks on a worker thread,
+        # a hop that costs about as much as the rest of a trivial call).
+        lean = not grants.dirs
+        if lean:
+            _local.sinks = (out, err)
+            pre = program.pre_lean
+        else:
+            wasi.stdout_custom = out.write
+            wasi.stderr_custom = err.write
+            pre = program.pre
+        if grants.env:
+            wasi.env = list(grants.env)
+        for d in grants.dirs:
+            try:
+                wasi.preopen_dir(d.host, d.guest, fs_mutable=d.write)
+            except wasmtime.WasmtimeError as exc:
+                raise SandboxError(
+                    "sandbox_denied", f"granted directory {d.host} cannot be opened: {exc}"
+                ) from None
+
+        store = wasmtime.Store(self.engine)
+        if limits.memory_bytes is not None:
+            store.set_limits(memory_size=limits.memory_bytes, instances=1, tables=4, memories=1)
+        if self.settings.fuel:
+            store.set_fuel(limits.fuel if limits.fuel is not None else 2**63 - 1)
+        ticker = self.ticker if self.settings.epoch else None
+        if self.settings.epoch:
+            timeout = limits.timeout if limits.timeout is not None else 10 * 365 * 86400.0
+            assert ticker is not None
+            store.set_epoch_deadline(ticker.ticks_for(timeout))
+        store.set_wasi(wasi)
+
+        instance: wasmtime.Instance | None = None
+        if ticker is not None:
+            ticker.enter()
+        try:
+            instance = pre.instantiate(store)
+            _call_start(store, instance)
+        except wasmtime.ExitTrap as exc:
+            result.exit_code = exc.code
+        except wasmtime.Trap as exc:
+            code = exc.trap_code
+            result.trap = code.name if code is not None else "trap"
+            result.trap_message = _cause(exc.message)
+        except wasmtime.WasmtimeError as exc:
+            result.trap = "error"
+            result.trap_message = _cause(str(exc))
+        finally:
+            if ticker is not None:
+                ticker.leave()
+            if lean:
+                _local.sinks = None
+        if limits.memory_bytes is not None and instance is not None:
+            memory = _export(store, instance, b"memory")
+            if isinstance(memory, wasmtime.Memory):
+                result.memory_bytes = size = memory.data_len(store)
+                # wasmtime-py exposes no hook for a refused memory.grow (the guest just sees
+                # -1): a memory within 1/8 of the limit (or 1 MiB) counts as "growth refused".
+                headroom = max(16 * PAGE, limits.memory_bytes // 8)
+                result.memory_at_limit = size + headroom > limits.memory_bytes
+        result.stdout = out.getvalue()
+        result.stdout_overflow = out.overflow
+        result.stderr = err.getvalue()
+        result.elapsed = time.perf_counter() - started
+        return result
+
+
+def _cause(message: str) -> str:
+    """The line of a wasmtime error that says what happened (not the backtrace)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("wasm trap:"):
+            return line.removeprefix("wasm trap:").strip()
+    return lines[-1] if lines else ""
+
+
+def check_module(module: wasmtime.Module) -> None:
+    """Refuse, before any instantiation, a module that imports anything but WASI preview 1
+    functions, or that is not a WASI command."""
+    for imp in module.imports:
+        if imp.module != WASI_MODULE or not isinstance(imp.type, wasmtime.FuncType):
+            raise SandboxError(
+                "sandbox_denied",
+                f"module imports {imp.module}.{imp.name}: only {WASI_MODULE} functions are "
+                "provided to plugins",
+            )
+    exports = {e.name: e.type for e in module.exports}
+    start = exports.get("_start")
+    if not isinstance(start, wasmtime.FuncType) or start.params or start.results:
+        raise SandboxError(
+            "bad_request", "module is not a WASI command: it exports no _start() -> ()"
+        )
+
+
+class _CappedSink:
+    """stdout/stderr of one call. Called on a wasmtime worker thread; a guest that writes past
+    the cap gets EFBIG (stdout) or is silently truncated (stderr)."""
+
+    __slots__ = ("_cap", "_chunks", "_size", "_truncate", "overflow")
+
+    def __init__(self, cap: int, *, truncate: bool = False) -> None:
+        self._cap = cap
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._truncate = truncate
+        self.overflow = False
+
+    def write(self, data: bytes) -> int:
+        room = self._cap - self._size
+        if len(data) > room:
+            self.overflow = True
+            if room > 0:
+                self._chunks.append(data[:room])
+                self._size = self._cap
+            return len(data) if self._truncate else -errno.EFBIG
+        self._chunks.append(data)
+        self._size += len(data)
+        return len(data)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+def _export(store: wasmtime.Store, instance: wasmtime.Instance, name: bytes) -> object:
+    """One export by name. ``Instance.exports()`` wraps every export of the module (tens of
+    microseconds for a C module); this looks up only the one needed."""
+    item = ffi.wasmtime_extern_t()
+    found = ffi.wasmtime_instance_export_get(
+        store._context(), ctypes.byref(instance._instance), name, len(name), ctypes.byref(item)
+    )
+    return wrap_extern(item) if found else None
+
+
+def _call_start(store: wasmtime.Store, instance: wasmtime.Instance) -> None:
+    """Call ``_start`` (checked at load to be ``() -> ()``) straight through the C API:
+    ``Func.__call__`` introspects the function's type on every call, which costs more than
+    running a trivial plugin."""
+    item = ffi.wasmtime_extern_t()
+    context = store._context()
+    if not ffi.wasmtime_instance_export_get(
+        context, ctypes.byref(instance._instance), b"_start", 6, ctypes.byref(item)
+    ):
+        raise wasmtime.WasmtimeError("module exports no _start")
+    with enter_wasm(store) as trap:
+        error = ffi.wasmtime_func_call(context, ctypes.byref(item.of.func), None, 0, None, 0, trap)
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
+
+
+def _define_fd_write(linker: wasmtime.Linker) -> None:
+    i32 = wasmtime.ValType.i32()
+    ty = wasmtime.FuncType([i32, i32, i32, i32], [i32])
+    module, name = WASI_MODULE.encode(), b"fd_write"
+    error = ffi.wasmtime_linker_define_func_unchecked(
+        linker.ptr(),
+        module,
+        len(module),
+        name,
+        len(name),
+        ty.ptr(),
+        _raw_fd_write,
+        None,
+        _no_finalizer,
+    )
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(error)
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # type: ignore[untyped-decorator]
+def _no_finalizer(_env: int | None) -> None:
+    pass
+
+
+@ffi.wasmtime_func_unchecked_callback_t  # type: ignore[untyped-decorator]
+def _raw_fd_write(_env: int | None, caller: Any, args: Any, _count: int) -> int:
+    """WASI ``fd_write`` for fds 1 and 2 into this call's capped sinks, as an "unchecked"
+    host function (raw arguments, no per-call type conversions: wasmtime-py's generic
+    trampoline costs several times more). ``args[0]`` receives the WASI errno."""
+    try:
+        args[0].i32 = _fd_write(caller, args[0].i32, args[1].i32, args[2].i32, args[3].i32)
+    except Exception:
+        log.exception("plugin fd_write failed")
+        args[0].i32 = _EIO
+    return 0
+
+
+_local = threading.local()
+_EBADF, _EFAULT, _EFBIG, _EIO = 8, 21, 22, 29  # WASI preview 1 errno values
+_U32 = 0xFFFFFFFF
+_MEMORY_KIND = ffi.WASMTIME_EXTERN_MEMORY.value
+
+
+def _fd_write(caller: Any, fd: int, iovs: int, count: int, nwritten: int) -> int:
+    """Every guest pointer is bounds-checked against its memory (a bad one is EFAULT, as in
+    wasmtime's own WASI)."""
+    sinks: tuple[_CappedSink, _CappedSink] | None = getattr(_local, "sinks", None)
+    if sinks is None or fd not in (1, 2):
+        return _EBADF
+    item = ffi.wasmtime_extern_t()
+    found = ffi.wasmtime_caller_export_get(caller, b"memory", 6, ctypes.byref(item))
+    if not found or int(item.kind) != _MEMORY_KIND:
+        return _EFAULT
+    context = ffi.wasmtime_caller_context(caller)
+    size = ffi.wasmtime_memory_data_size(context, ctypes.byref(item.of.memory))
+    data = ffi.wasmtime_memory_data(context, ctypes.byref(item.of.memory))
+    base = ctypes.cast(data, ctypes.c_void_p).value or 0
+    iovs, count, nwritten = iovs & _U32, count & _U32, nwritten & _U32
+    if iovs + 8 * count > size or nwritten + 4 > size:
+        return _EFAULT
+    table = ctypes.string_at(base + iovs, 8 * count)
+    sink = sinks[fd - 1]
+    total = 0
+    for i in range(count):
+        ptr, length = struct.unpack_from("<II", table, 8 * i)
+        if ptr + length > size:
+            return _EFAULT
+        if not length:
+            continue
+        if sink.write(ctypes.string_at(base + ptr, length)) < 0:
+            return _EFBIG
+        total += length
+    ctypes.memmove(base + nwritten, struct.pack("<I", total), 4)
+    return 0
+
+
+def _set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
+    """wasmtime-py exposes only ``stdin_file``; the C API also takes bytes (and takes
+    ownership of the vector it is given)."""
+    vec = ffi.wasm_byte_vec_t()
+    buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+    ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data), buf)
+    ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))
+
+
+# ---------------------------------------------------------------------------- outcomes
+
+#: Exit statuses from sysexits.h that a plugin may use to say why it failed.
+EXIT_CODES: dict[int, ErrorCode] = {64: "bad_request", 65: "bad_request", 66: "not_found"}
+EXIT_CODES[77] = "sandbox_denied"
+
+
+def interpret(result: RunResult, limits: CallLimits, *, what: str) -> Any:
+    """The JSON value the call produced, or ``SandboxError`` saying why there is none.
+
+    ``what`` names the call in messages (``plugin textkit, tool slugify``).
+    """
+    if result.trap == "INTERRUPT":
+        ms = round((limits.timeout or 0) * 1000)
+        raise SandboxError("timeout", f"{what}: stopped at its time limit of {ms} ms")
+    if result.trap == "OUT_OF_FUEL":
+        raise SandboxError("timeout", f"{what}: ran out of fuel ({limits.fuel} units)")
+    if result.trap == "STACK_OVERFLOW":
+        raise SandboxError("sandbox_denied", f"{what}: exhausted its wasm stack")
+    if result.memory_at_limit and (result.trap or result.exit_code):
+        mib = (limits.memory_bytes or 0) >> 20
+        raise SandboxError(
+            "sandbox_denied",
+            f"{what}: memory limit of {mib} MiB reached (growth refused), then "
+            + (f"trapped ({result.trap})" if result.trap else f"exited {result.exit_code}"),
+        )
+    if result.trap is not None:
+        detail = result.trap_message or result.trap
+        if result.trap == "error":
+            raise SandboxError("sandbox_denied", f"{what}: refused by the sandbox: {detail}")
+        raise SandboxError("internal", f"{what}: crashed: {detail} ({result.trap})")
+    if result.stdout_overflow:
+        raise SandboxError(
+            "sandbox_denied",
+            f"{what}: wrote more than the {limits.output_bytes >> 10} KiB allowed on stdout",
+        )
+    if result.exit_code != 0:
+        reason = last_line(result.stderr)
+        code = EXIT_CODES.get(result.exit_code, "internal")
+        raise SandboxError(
+            code,
+            f"{what}: exited with status {result.exit_code}" + (f": {reason}" if reason else ""),
+        )
+    try:
+        return json.loads(result.stdout)
+    except ValueError as exc:
+        raise SandboxError(
+            "internal", f"{what}: did not write one JSON value on stdout ({exc})"
+        ) from None
+
+
+def last_line(data: bytes, limit: int = 300) -> str:
+    lines = data.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1][:limit] if lines else ""
+
+
+class Sandbox:
+    """The runtimes of one process (with and without fuel metering: an engine-wide setting
+    that costs on every loop, so only plugins whose manifest sets fuel pay for it) and the
+    one epoch ticker thread they share."""
+
+    def __init__(
+        self, cache_dir: Path | None, *, max_wasm_stack: int = 512 * 1024, tick: float = 0.005
+    ) -> None:
+        self.ticker = EpochTicker(tick)
+        self._runtimes = {
+            fuel: Runtime(
+                EngineSettings(fuel=fuel, max_wasm_stack=max_wasm_stack), cache_dir, self.ticker
+            )
+            for fuel in (False, True)
+        }
+
+    def runtime(self, *, fuel: bool) -> Runtime:
+        return self._runtimes[fuel]
+
+    def close(self) -> None:
+        self.ticker.close()

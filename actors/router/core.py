@@ -1,0 +1,463 @@
+"""``Router``: one model call from target resolution to usage recording.
+
+The steps of ``Router.chat``:
+
+1. Resolve the target (model or group; else the agent's preference, ``router.default``, the
+   embedded model) to deployments in fallback order.
+2. Estimate the prompt's tokens with the C core; drop deployments whose context window it
+   does not fit (none left: ``bad_request``); prefer tool-capable ones when tools are given.
+3. Budgets: ``block`` → ``budget_exceeded``; ``downgrade`` → the cheapest model of the group
+   first; ``warn`` → an event ``usage.<tenant>`` and a log line. A prompt whose estimated
+   input cost exceeds what remains is refused (``budget_exceeded``).
+4. For each deployment not in cooldown: attempts with retries and backoff (see
+   ``reliability``), each under a watchdog for the first-token, idle and total timeouts.
+   Once any output reached the caller a failure ends the stream (``Failed(partial=True)``):
+   nothing is ever replayed.
+5. Usage (real, or estimated when the provider sent none), cost from the price table; the
+   terminal event goes out first, then the ledger records the call once per request id.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import trio
+
+from convergiod import native
+from convergiod.actors.memory.messages import RecordUsage
+from convergiod.actors.router.budget import Budgets
+from convergiod.actors.router.catalog import Catalog, Deployment
+from convergiod.actors.router.http import HttpClient
+from convergiod.actors.router.ledger import Ledger
+from convergiod.actors.router.messages import (
+    Chat,
+    ChatResult,
+    Failed,
+    Finished,
+    Terminal,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallDone,
+    Usage,
+)
+from convergiod.actors.router.providers import Outcome, Provider, ProviderRequest
+from convergiod.actors.router.providers.anthropic import AnthropicProvider
+from convergiod.actors.router.providers.local import LocalEngine
+from convergiod.actors.router.providers.openai import OpenAIProvider
+from convergiod.actors.router.reliability import Backoff, Cooldowns, ProviderError
+from convergiod.config import RouterConfig
+
+log = logging.getLogger("convergiod.router")
+
+__all__ = ["Router", "estimate_prompt"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Timeouts:
+    first_token_timeout: float = 120.0
+    idle_timeout: float = 60.0
+    total_timeout: float = 600.0
+
+
+_LOCAL_TIMEOUTS = _Timeouts()
+_MESSAGE_OVERHEAD = 4  # role and separators per message, as chat templates add
+
+
+def estimate_prompt(chat: Chat) -> int:
+    """Estimated input tokens: every message plus the tool schemas (C core)."""
+    total = 0
+    for m in chat.messages:
+        total += native.estimate_tokens(m.content) + _MESSAGE_OVERHEAD
+        for call in m.tool_calls:
+            total += native.estimate_tokens(call.name) + native.estimate_tokens(call.arguments)
+    if chat.tools:
+        total += native.estimate_tokens(msgspec.json.encode(chat.tools))
+    return total
+
+
+class ClientGone(Exception):
+    """The caller closed its end of the stream: stop the upstream call."""
+
+
+class _Watchdog:
+    """One cancel scope whose deadline tracks the first-token, idle and total timeouts."""
+
+    __slots__ = ("first", "got_token", "idle", "scope", "total")
+
+    def __init__(self, scope: trio.CancelScope, t: Any) -> None:
+        now = trio.current_time()
+        self.scope = scope
+        self.idle = t.idle_timeout
+        self.total = now + t.total_timeout
+        self.first = now + t.first_token_timeout
+        self.got_token = False
+        scope.deadline = min(self.first, self.total)
+
+    def activity(self) -> None:
+        deadline = min(trio.current_time() + self.idle, self.total)
+        self.scope.deadline = deadline if self.got_token else min(deadline, self.first)
+
+    def token(self) -> None:
+        self.got_token = True
+        self.scope.deadline = min(trio.current_time() + self.idle, self.total)
+
+    def which(self) -> str:
+        now = trio.current_time()
+        if now >= self.total:
+            return "total"
+        if not self.got_token and now >= self.first:
+            return "first-token"
+        return "idle"
+
+
+class _ToolAcc:
+    __slots__ = ("arguments", "done", "id", "name")
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.name = ""
+        self.arguments: list[str] = []
+        self.done = False
+
+
+class _Stream:
+    """The ``Sink`` of one attempt: forwards output to the caller's channel and keeps it."""
+
+    def __init__(self, out: trio.MemorySendChannel[Any]) -> None:
+        self.out = out
+        self.watchdog: _Watchdog | None = None
+        self.text_parts: list[str] = []
+        self.tools: dict[int, _ToolAcc] = {}
+        self.order: dict[int, int] = {}  # provider key -> dense index
+        self.streamed = False
+
+    async def _send(self, event: Any) -> None:
+        # No scheduler trip per event while the buffer has room: the events of one network
+        # read go out together, and the caller can coalesce them (the receive that follows
+        # is the checkpoint).
+        try:
+            self.out.send_nowait(event)
+        except trio.WouldBlock:
+            try:
+                await self.out.send(event)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise ClientGone() from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ClientGone() from None
+
+    def activity(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.activity()
+
+    async def text(self, text: str) -> None:
+        self.streamed = True
+        if self.watchdog is not None:
+            self.watchdog.token()
+        self.text_parts.append(text)
+        await self._send(TextDelta(text))
+
+    async def tool_delta(
+        self, key: int, *, id: str | None, name: str | None, arguments: str
+    ) -> None:
+        if not (id or name or arguments) and key in self.order:
+            return  # an empty fragment (Anthropic opens with partial_json "")
+        self.streamed = True
+        if self.watchdog is not None:
+            self.watchdog.token()
+        index = self.order.get(key)
+        if index is None:
+            index = self.order[key] = len(self.order)
+            self.tools[index] = _ToolAcc()
+        acc = self.tools[index]
+        if id:
+            acc.id = id
+        if name:
+            acc.name = name
+        if arguments:
+            acc.arguments.append(arguments)
+        await self._send(ToolCallDelta(index=index, id=id, name=name, arguments=arguments))
+
+    async def tool_done(self, key: int) -> None:
+        index = self.order.get(key)
+        if index is None or self.tools[index].done:
+            return
+        acc = self.tools[index]
+        acc.done = True
+        call = ToolCall(id=acc.id, name=acc.name, arguments="".join(acc.arguments))
+        await self._send(ToolCallDone(index=index, call=call))
+
+    def tool_calls(self) -> list[ToolCall]:
+        return [
+            ToolCall(id=a.id, name=a.name, arguments="".join(a.arguments))
+            for _, a in sorted(self.tools.items())
+        ]
+
+    def output_estimate(self) -> int:
+        text = "".join(self.text_parts)
+        args = "".join("".join(a.arguments) + a.name for a in self.tools.values())
+        return native.estimate_tokens(text) + native.estimate_tokens(args)
+
+
+class Router:
+    """Shared state of all calls: providers and their connection pool, cooldowns, budgets."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        *,
+        ledger: Ledger,
+        budget_store: Any = None,
+        publish: Callable[[str, dict[str, Any]], None] | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = trio.sleep,
+        http: HttpClient | None = None,
+        local: LocalEngine | None = None,
+    ) -> None:
+        self.config = config
+        self.catalog = Catalog(config)
+        self.http = http or HttpClient()
+        self.local = local or LocalEngine(config.local)
+        self.ledger = ledger
+        self.budgets = Budgets(
+            config.budgets, ledger, store=budget_store, clock=clock, publish=publish
+        )
+        self.backoff = Backoff(
+            base=config.backoff_base,
+            maximum=config.backoff_max,
+            retry_after_max=config.retry_after_max,
+            rng=rng,
+        )
+        self.cooldowns = Cooldowns(config.cooldown_failures, config.cooldown, clock)
+        self.clock = clock
+        self.sleep = sleep
+        self._providers: dict[str, Provider] = {}
+
+    def reconfigure(self, config: RouterConfig) -> None:
+        """Take new settings (``daemon.reload``): calls in flight finish on the deployments
+        they resolved; cooldowns, spending and the connection pool are kept."""
+        self.config = config
+        self.catalog = Catalog(config)
+        self._providers = {}
+        if config.local != self.local.config:
+            self.local = LocalEngine(config.local)
+        self.budgets.config = config.budgets
+        self.backoff.base = config.backoff_base
+        self.backoff.maximum = config.backoff_max
+        self.backoff.retry_after_max = config.retry_after_max
+        self.cooldowns.threshold = config.cooldown_failures
+        self.cooldowns.period = config.cooldown
+
+    def provider(self, dep: Deployment) -> Provider:
+        if dep.kind == "local":
+            return self.local
+        p = self._providers.get(dep.provider)
+        if p is None:
+            assert dep.provider_config is not None
+            cls = AnthropicProvider if dep.kind == "anthropic" else OpenAIProvider
+            p = self._providers[dep.provider] = cls(dep.provider, dep.provider_config, self.http)
+        return p
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # ------------------------------------------------------------------ one call
+
+    async def chat(self, chat: Chat) -> Terminal:
+        """Run ``chat``; its channel gets the events, then the terminal event, then closes."""
+        out: trio.MemorySendChannel[Any] = chat.stream_to
+        record: RecordUsage | None = None
+        try:
+            terminal, record = await self._chat(chat, out)
+            try:
+                await out.send(terminal)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        finally:
+            await out.aclose()
+        if record is not None:
+            await self._record(chat, record)
+        return terminal
+
+    async def _record(self, chat: Chat, record: RecordUsage) -> None:
+        if not self.budgets.add(chat.tenant, chat.agent, chat.request_id, record.cost):
+            return
+        if not await self.ledger.record(record):
+            self.budgets.uncount(chat.tenant, chat.agent, record.cost)
+
+    async def _chat(
+        self, chat: Chat, out: trio.MemorySendChannel[Any]
+    ) -> tuple[Terminal, RecordUsage | None]:
+        target = self.catalog.target(chat.model, chat.agent)
+        try:
+            candidates, is_group = self.catalog.resolve(target)
+        except KeyError:
+            return Failed(code="not_found", message=f"unknown model or group {target!r}"), None
+        estimate = estimate_prompt(chat)
+        fitting = [d for d in candidates if estimate < d.context_window]
+        if not fitting:
+            smallest = max(candidates, key=lambda d: d.context_window)
+            return Failed(
+                code="bad_request",
+                message=f"the prompt (about {estimate} tokens) exceeds the context window of "
+                f"{target!r} ({smallest.context_window} tokens)",
+            ), None
+        if chat.tools:
+            fitting.sort(key=lambda d: not d.tools)  # stable: tool-capable ones first
+        decision = await self.budgets.check(chat.tenant, chat.agent)
+        downgraded = False
+        if decision.state == "block":
+            return Failed(
+                code="budget_exceeded",
+                message=f"budget {decision.scope} exhausted: spent {decision.spent:.4f} of "
+                f"{decision.limit:.4f} today",
+            ), None
+        if decision.state == "downgrade" and is_group and len(fitting) > 1:
+            cheapest = sorted(fitting, key=lambda d: d.input_price + d.output_price)
+            downgraded = cheapest[0] is not fitting[0]
+            fitting = cheapest
+        if decision.state != "none":
+            cost = fitting[0].cost(estimate, 0)
+            if cost > decision.remaining:
+                return Failed(
+                    code="budget_exceeded",
+                    message=f"the prompt's estimated cost {cost:.4f} exceeds the remaining "
+                    f"budget {decision.remaining:.4f} ({decision.scope})",
+                ), None
+        return await self._attempts(chat, out, fitting, estimate, downgraded)
+
+    async def _attempts(
+        self,
+        chat: Chat,
+        out: trio.MemorySendChannel[Any],
+        deployments: list[Deployment],
+        estimate: int,
+        downgraded: bool,
+    ) -> tuple[Terminal, RecordUsage | None]:
+        errors: list[str] = []
+        retry_after: float | None = None
+        attempts = 0
+        for dep in deployments:
+            left = self.cooldowns.cooling(dep.name)
+            if left is not None:
+                errors.append(f"{dep.name}: in cooldown for {left:.1f} s")
+                retry_after = left if retry_after is None else min(retry_after, left)
+                continue
+            for attempt in range(self.config.max_retries + 1):
+                attempts += 1
+                sink = _Stream(out)
+                try:
+                    outcome = await self._attempt(dep, chat, sink, estimate)
+                except ClientGone:
+                    return Failed(code="cancelled", message="the caller went away"), (
+                        self._usage_record(chat, dep, sink, None, estimate)[1]
+                        if sink.streamed
+                        else None
+                    )
+                except ProviderError as exc:
+                    if sink.streamed:
+                        self.cooldowns.failed(dep.name, exc.message)
+                        log.warning("%s failed after streaming: %s", dep.name, exc.message)
+                        _, record = self._usage_record(chat, dep, sink, None, estimate)
+                        return Failed(
+                            code=exc.code if exc.code == "timeout" else "provider_unavailable",
+                            message=exc.message,
+                            partial=True,
+                            model=dep.name,
+                        ), record
+                    errors.append(exc.message)
+                    if not exc.fallback:
+                        return Failed(code=exc.code, message=exc.message, model=dep.name), None
+                    cooled = self.cooldowns.failed(dep.name, exc.message, now=exc.cooldown_now)
+                    log.info("%s attempt %d failed: %s", dep.name, attempt + 1, exc.message)
+                    if not exc.retryable or cooled or attempt == self.config.max_retries:
+                        break
+                    await self.sleep(self.backoff.delay(attempt, exc.retry_after))
+                    continue
+                self.cooldowns.succeeded(dep.name)
+                usage, record = self._usage_record(chat, dep, sink, outcome, estimate)
+                try:
+                    await out.send(usage)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                result = ChatResult(
+                    model=dep.name,
+                    provider=dep.provider,
+                    text="".join(sink.text_parts),
+                    tool_calls=sink.tool_calls(),
+                    finish_reason=outcome.finish_reason,
+                    usage=usage,
+                    attempts=attempts,
+                    downgraded=downgraded,
+                )
+                return Finished(result), record
+        return Failed(
+            code="provider_unavailable",
+            message="no model could answer: " + "; ".join(errors),
+            retry_after=retry_after,
+        ), None
+
+    async def _attempt(self, dep: Deployment, chat: Chat, sink: _Stream, estimate: int) -> Outcome:
+        provider = self.provider(dep)
+        room = max(1, dep.context_window - estimate)
+        max_tokens = min(chat.max_tokens or dep.max_output_tokens, dep.max_output_tokens, room)
+        request = ProviderRequest(
+            upstream=dep.upstream,
+            messages=chat.messages,
+            tools=chat.tools if dep.tools else [],
+            max_tokens=max_tokens,
+            temperature=chat.temperature,
+        )
+        timeouts = dep.provider_config or _LOCAL_TIMEOUTS
+        with trio.CancelScope() as scope:
+            watchdog = sink.watchdog = _Watchdog(scope, timeouts)
+            return await provider.stream(request, sink)
+        raise ProviderError(f"{dep.name}: {watchdog.which()} timeout", code="timeout")
+
+    def _usage_record(
+        self,
+        chat: Chat,
+        dep: Deployment,
+        sink: _Stream,
+        outcome: Outcome | None,
+        estimate: int,
+    ) -> tuple[Usage, RecordUsage]:
+        estimated = (
+            outcome is None or outcome.input_tokens is None or (outcome.output_tokens is None)
+        )
+        inp = outcome.input_tokens if outcome and outcome.input_tokens is not None else estimate
+        outp = (
+            outcome.output_tokens
+            if outcome and outcome.output_tokens is not None
+            else sink.output_estimate()
+        )
+        cost = dep.cost(inp, outp)
+        usage = Usage(
+            model=dep.name,
+            provider=dep.provider,
+            input_tokens=inp,
+            output_tokens=outp,
+            cost=cost,
+            estimated=estimated,
+        )
+        record = RecordUsage(
+            tenant=chat.tenant,
+            request_id=chat.request_id,
+            model=dep.name,
+            provider=dep.provider,
+            agent=chat.agent,
+            task=chat.task,
+            input_tokens=inp,
+            output_tokens=outp,
+            cost=cost,
+            estimated=estimated,
+            time=self.clock(),
+        )
+        return usage, record

@@ -1,0 +1,447 @@
+"""``convergio ask`` and ``convergio chat``: ask the team, watch it work, get one answer.
+
+The daemon half runs the task in the request's own Trio task: a client ``Cancel``, the
+request deadline or the daemon's drain cancel every agent under it. The task and each of
+its completed steps are checkpointed in memory, so ``convergio task resume`` can finish a
+task that a crash interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from convergiod import protocol
+from convergiod.commands._common import client, json_option, print_json
+
+if TYPE_CHECKING:
+    from convergiod.actors.orchestrator.engine import TaskRun
+    from convergiod.daemon import Daemon
+    from convergiod.gateway import RequestContext
+
+
+# ---------------------------------------------------------------------------- daemon half
+
+
+async def serve_ask(daemon: Daemon, ctx: RequestContext, op: protocol.Ask) -> protocol.Answer:
+    from convergiod.actors.orchestrator.engine import new_id
+
+    return await _run_task(
+        daemon,
+        ctx,
+        task=new_id("t"),
+        prompt=op.prompt,
+        agent_name=op.agent,
+        conversation=op.conversation or new_id("c"),
+        workspace=op.workspace,
+        checkpoints={},
+        fresh=True,
+    )
+
+
+async def serve_resume(
+    daemon: Daemon, ctx: RequestContext, op: protocol.TaskResume
+) -> protocol.Answer:
+    from convergiod.actors.memory import messages as mem
+    from convergiod.actors.orchestrator.actor import IsLive
+    from convergiod.errors import OpError
+
+    assert daemon.system is not None
+    tenant = ctx.caller.tenant
+    if await daemon.system.ref("orchestrator").ask(IsLive(tenant=tenant, task=op.task)):
+        raise OpError("bad_request", f"task {op.task} is still running")
+    record: mem.TaskRecord = await daemon.system.ref("memory").ask(
+        mem.LoadTask(tenant=tenant, task=op.task), timeout=30.0
+    )
+    if record.status == "done":
+        raise OpError("bad_request", f"task {op.task} is already done")
+    await ctx.emit(
+        protocol.Notice(
+            message=f"resuming task {op.task} after {len(record.steps)} completed steps"
+        )
+    )
+    return await _run_task(
+        daemon,
+        ctx,
+        task=op.task,
+        prompt=record.request,
+        agent_name=record.agent,
+        conversation=record.conversation or op.task,
+        workspace=op.workspace,
+        checkpoints={step: payload for step, _kind, payload in record.steps},
+        fresh=False,
+    )
+
+
+async def _run_task(
+    daemon: Daemon,
+    ctx: RequestContext,
+    *,
+    task: str,
+    prompt: str,
+    agent_name: str | None,
+    conversation: str,
+    workspace: str,
+    checkpoints: dict[str, bytes],
+    fresh: bool,
+) -> protocol.Answer:
+    import trio
+
+    from convergiod.actors.memory import messages as mem
+    from convergiod.actors.orchestrator import context as ctxmod
+    from convergiod.actors.orchestrator.actor import GetTeam, TaskBegin, TaskEnd
+    from convergiod.actors.orchestrator.engine import TaskRun
+    from convergiod.actors.router import messages as rt
+    from convergiod.actors.tool import messages as tl
+    from convergiod.errors import OpError
+
+    assert daemon.system is not None
+    system = daemon.system
+    config = daemon.config.orchestrator
+    tenant = ctx.caller.tenant
+    if workspace and not os.path.isabs(workspace):
+        raise OpError("bad_request", f"workspace must be an absolute path, got {workspace!r}")
+    team = await system.ref("orchestrator").ask(GetTeam())
+    name = agent_name or config.default_agent
+    agent = team.get(name)
+    if agent is None:
+        raise OpError("not_found", f"no agent named {name!r}; see `convergio agents list`")
+    memory = system.ref("memory")
+    orchestrator = system.ref("orchestrator")
+    await orchestrator.ask(TaskBegin(tenant=tenant, task=task))
+    try:
+        found: dict[str, Any] = {}
+
+        async def fetch(key: str, ref: str, msg: Any) -> None:
+            found[key] = await system.ref(ref).ask(msg, timeout=30.0)
+
+        async def context() -> None:
+            found["context"] = await ctxmod.build(
+                memory, tenant=tenant, conversation=conversation, prompt=prompt, config=config
+            )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                fetch,
+                "saved",
+                "memory",
+                mem.SaveTask(
+                    tenant=tenant,
+                    task=task,
+                    status="running",
+                    request=prompt,
+                    agent=agent.name,
+                    conversation=conversation,
+                ),
+            )
+            nursery.start_soon(context)
+            nursery.start_soon(fetch, "tools", "tool", tl.ListTools(tenant=tenant))
+            nursery.start_soon(fetch, "models", "router", rt.ListModels())
+        tools: list[tl.ToolInfo] = found["tools"]
+        model_list: rt.ModelList = found["models"]
+
+        async def approve(
+            tool: str, summary: str, args: dict[str, Any], agent_: str | None
+        ) -> protocol.ApprovalDecision:
+            return await ctx.request_approval(
+                tool=tool,
+                summary=summary,
+                args=args,
+                agent=agent_,
+                timeout=daemon.config.tools.approval_timeout,
+            )
+
+        run = TaskRun(
+            system=system,
+            tenant=tenant,
+            request_id=ctx.id,
+            task=task,
+            team=team,
+            config=config,
+            workspace=workspace,
+            emit=ctx.emit,
+            approve=approve,
+            tools=tools,
+            models={m.name: m for m in model_list.models},
+            checkpoints=checkpoints,
+        )
+        status, result = "failed", None
+        try:
+            with trio.fail_after(config.task_timeout):
+                text = await run.run(agent, prompt, found["context"])
+            status, result = "done", text
+        except trio.TooSlowError:
+            status = "failed"
+            raise OpError(
+                "timeout", f"task {task} exceeded its time limit of {config.task_timeout:g} s"
+            ) from None
+        except BaseException as exc:
+            if _is_cancellation(exc):
+                status = "cancelled"
+            raise
+        finally:
+            await _finish(
+                daemon,
+                run,
+                tenant=tenant,
+                task=task,
+                status=status,
+                prompt=prompt,
+                result=result,
+                conversation=conversation,
+                agent=agent.name,
+                fresh=fresh,
+            )
+    finally:
+        orchestrator.send(TaskEnd(tenant=tenant, task=task))
+    return protocol.Answer(
+        task=task,
+        conversation=conversation,
+        agent=agent.name,
+        text=text,
+        usage=run.usage_report(),
+        steps=run.steps,
+        resumed=not fresh,
+    )
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    import trio
+
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(trio.Cancelled)
+        return rest is None
+    return isinstance(exc, trio.Cancelled)
+
+
+async def _finish(
+    daemon: Daemon,
+    run: TaskRun,
+    *,
+    tenant: str,
+    task: str,
+    status: str,
+    prompt: str,
+    result: str | None,
+    conversation: str,
+    agent: str,
+    fresh: bool,
+) -> None:
+    """Record how the task ended (and the exchange in its conversation), even while it is
+    being cancelled."""
+    import logging
+
+    import trio
+
+    from convergiod.actors.memory import messages as mem
+    from convergiod.actors.tool import messages as tl
+
+    assert daemon.system is not None
+    memory = daemon.system.ref("memory")
+
+    async def save_task() -> None:
+        await memory.ask(
+            mem.SaveTask(
+                tenant=tenant,
+                task=task,
+                status=status,
+                request=prompt,
+                agent=agent,
+                conversation=conversation,
+                result=result,
+            ),
+            timeout=10.0,
+        )
+
+    async def save_conversation() -> None:
+        if fresh:
+            await memory.ask(
+                mem.AppendMessage(
+                    tenant=tenant, conversation=conversation, role="user", content=prompt
+                ),
+                timeout=10.0,
+            )
+        if result is not None:
+            await memory.ask(
+                mem.AppendMessage(
+                    tenant=tenant,
+                    conversation=conversation,
+                    role="assistant",
+                    content=result,
+                    agent=agent,
+                ),
+                timeout=10.0,
+            )
+
+    with trio.CancelScope(shield=True), trio.move_on_after(30):
+        if status == "cancelled":
+            daemon.system.ref("tool").send(tl.CancelTool(tenant=tenant, request_id=run.request_id))
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(save_task)
+                nursery.start_soon(save_conversation)
+        except Exception:
+            logging.getLogger("convergiod.orchestrator").exception(
+                "could not record the end of task %s", task
+            )
+    daemon.publish(f"task.{task}.{status}", {"tenant": tenant, "steps": run.steps})
+
+
+# ---------------------------------------------------------------------------- click half
+
+COLOURS = ["cyan", "green", "yellow", "magenta", "blue", "red", "bright_cyan", "bright_green"]
+
+
+class Renderer:
+    """Prints a task's events as they come: text per agent in its own colour, tool calls,
+    delegations and notices on their own lines; approval prompts at the terminal."""
+
+    def __init__(self, as_json: bool, yes: bool = False) -> None:
+        self.as_json = as_json
+        self.yes = yes
+        self.colours: dict[str, str] = {}
+        self.current: str | None = None
+        self.tty = sys.stdout.isatty()
+
+    def colour(self, agent: str | None) -> str:
+        key = agent or "?"
+        if key not in self.colours:
+            self.colours[key] = COLOURS[len(self.colours) % len(COLOURS)]
+        return self.colours[key]
+
+    def line(self, text: str, agent: str | None = None) -> None:
+        if self.current is not None:
+            click.echo()
+            self.current = None
+        click.secho(text, fg=self.colour(agent) if self.tty else None, dim=self.tty)
+
+    def event(self, stream: Any, event: protocol.EventBody) -> None:
+        if isinstance(event, protocol.ApprovalRequest):
+            from convergiod.commands.tool import _decide
+
+            if self.current is not None:
+                click.echo()
+                self.current = None
+            stream.answer(event.approval, _decide(event, self.yes))
+            return
+        if self.as_json:
+            print_json(event)
+            return
+        if isinstance(event, protocol.TokenDelta):
+            if event.agent != self.current:
+                if self.current is not None:
+                    click.echo()
+                click.secho(f"[{event.agent}] ", fg=self.colour(event.agent), bold=True, nl=False)
+                self.current = event.agent
+            click.secho(event.text, fg=self.colour(event.agent) if self.tty else None, nl=False)
+        elif isinstance(event, protocol.DelegationStarted):
+            self.line(f"→ {event.agent} delegates to {event.to}: {event.task}", event.agent)
+        elif isinstance(event, protocol.DelegationFinished):
+            state = "done" if event.ok else f"failed: {event.summary}"
+            self.line(f"← {event.to} {state}", event.to)
+        elif isinstance(event, protocol.ToolCallStarted):
+            self.line(f"  {event.agent} runs {event.tool}", event.agent)
+        elif isinstance(event, protocol.ToolCallFinished) and not event.ok:
+            self.line(f"  {event.tool} failed: {event.summary}", event.agent)
+        elif isinstance(event, protocol.Notice):
+            self.line(f"note: {event.message}", event.agent)
+
+    def answer(self, answer: protocol.Answer) -> None:
+        if self.as_json:
+            print_json(answer)
+            return
+        if self.current is not None:
+            click.echo()
+            self.current = None
+        cost = sum(u.cost for u in answer.usage)
+        tokens = sum(u.input_tokens + u.output_tokens for u in answer.usage)
+        click.secho(
+            f"\n— task {answer.task}, conversation {answer.conversation}: {answer.steps} steps, "
+            f"{tokens} tokens, ${cost:.4f}",
+            dim=True,
+            err=True,
+        )
+
+
+def run_streamed(op: protocol.Op, renderer: Renderer) -> protocol.Answer:
+    with client(10.0) as c:
+        stream = c.stream(op, timeout=None)
+        try:
+            for event in stream:
+                renderer.event(stream, event)
+        except KeyboardInterrupt:
+            stream.cancel()
+            click.echo("\nconvergio: cancelled", err=True)
+            raise SystemExit(130) from None
+    answer = stream.result
+    assert isinstance(answer, protocol.Answer)
+    return answer
+
+
+@click.command()
+@click.argument("prompt", nargs=-1, required=True)
+@click.option("--agent", default=None, help="Ask this agent instead of the chief of staff.")
+@click.option("--conversation", default=None, help="Continue this conversation.")
+@click.option(
+    "--workspace",
+    type=click.Path(file_okay=False, resolve_path=True),
+    default=None,
+    help="Directory the tools work in (default: the current directory).",
+)
+@click.option("--yes", is_flag=True, help="Approve every tool call of this run.")
+@json_option
+def cli(
+    prompt: tuple[str, ...],
+    agent: str | None,
+    conversation: str | None,
+    workspace: str | None,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Ask the team; watch the agents work; get one streamed answer."""
+    op = protocol.Ask(
+        prompt=" ".join(prompt),
+        agent=agent,
+        conversation=conversation,
+        workspace=workspace or os.getcwd(),
+    )
+    renderer = Renderer(as_json, yes)
+    answer = run_streamed(op, renderer)
+    renderer.answer(answer)
+
+
+@click.command()
+@click.option("--agent", default=None, help="The agent to talk to (default: the chief of staff).")
+@click.option("--conversation", default=None, help="Continue this conversation.")
+@click.option("--workspace", type=click.Path(file_okay=False, resolve_path=True), default=None)
+@json_option
+def chat(agent: str | None, conversation: str | None, workspace: str | None, as_json: bool) -> None:
+    """An interactive session: history is kept, `@agent ...` addresses one agent, Ctrl-C
+    cancels the current answer, Ctrl-D (or /quit) leaves."""
+    renderer = Renderer(as_json)
+    while True:
+        try:
+            line = click.prompt("you", prompt_suffix="> ", default="", show_default=False)
+        except (EOFError, click.Abort):
+            click.echo()
+            return
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            return
+        target = agent
+        if line.startswith("@") and " " in line:
+            target, line = line[1:].split(" ", 1)
+        op = protocol.Ask(
+            prompt=line, agent=target, conversation=conversation, workspace=workspace or os.getcwd()
+        )
+        try:
+            answer = run_streamed(op, renderer)
+        except SystemExit:
+            continue
+        conversation = answer.conversation
+        renderer.answer(answer)

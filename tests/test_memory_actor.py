@@ -1,0 +1,343 @@
+"""The memory actor in-process: facts, search, isolation, bad input, ledger, tasks, migrations."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import apsw
+import pytest
+import trio
+
+from convergiod.actors.memory import messages as m
+from convergiod.actors.memory import schema
+from convergiod.actors.memory.actor import MemoryActor
+from convergiod.actors.memory.store import TenantDB
+from convergiod.config import MemoryConfig
+from convergiod.errors import OpError
+from convergiod.runtime import ActorRef, ChildSpec, SupervisorSpec, open_actor_system
+
+
+@asynccontextmanager
+async def memory(root: Path, config: MemoryConfig | None = None) -> AsyncIterator[ActorRef]:
+    cfg = config or MemoryConfig()
+    spec = SupervisorSpec(
+        name="root",
+        children=[
+            ChildSpec(name="memory", start=lambda: MemoryActor(root, cfg), mailbox_size=8192)
+        ],
+    )
+    async with open_actor_system(spec) as system:
+        yield system.ref("memory")
+
+
+async def code_of(ref: ActorRef, msg: object) -> str:
+    with pytest.raises(OpError) as info:
+        await ref.ask(msg)
+    return info.value.code
+
+
+# ----------------------------------------------------------------------------- facts and search
+
+
+async def test_search_fuses_keyword_and_vector_ranks_with_scores(tmp_path: Path) -> None:
+    async with memory(tmp_path) as mem:
+        sky = await mem.ask(m.Remember(tenant="a", text="The sky is blue on a clear day"))
+        await mem.ask(m.Remember(tenant="a", text="Alice drinks green tea every morning"))
+        await mem.ask(m.Remember(tenant="a", text="Paris is the capital of France", kind="geo"))
+        hits = await mem.ask(m.Search(tenant="a", query="sky colour"))
+        assert hits[0].fact.id == sky.id
+        assert hits[0].keyword_rank == 1 and hits[0].vector_rank == 1
+        assert hits[0].score > 0
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        geo = await mem.ask(m.Search(tenant="a", query="capital sky tea", kind="geo"))
+        assert [h.fact.kind for h in geo] == ["geo"]
+
+
+async def test_supersedes_closes_validity_without_erasing_history(tmp_path: Path) -> None:
+    async with memory(tmp_path) as mem:
+        old = await mem.ask(m.Remember(tenant="a", text="Bob lives in Rome"))
+        before = time.time()
+        await trio.sleep(0.01)
+        new = await mem.ask(m.Remember(tenant="a", text="Bob lives in Milan", supersedes=old.id))
+        now = await mem.ask(m.Search(tenant="a", query="where does Bob live"))
+        assert [h.fact.id for h in now] == [new.id]
+        past = await mem.ask(m.Search(tenant="a", query="where does Bob live", at=before))
+        assert [h.fact.id for h in past] == [old.id]
+        assert past[0].fact.valid_to is not None
+        assert await code_of(mem, m.Remember(tenant="a", text="x", supersedes=999)) == "not_found"
+
+
+async def test_forget_removes_from_keyword_and_vector_search(tmp_path: Path) -> None:
+    async with memory(tmp_path) as mem:
+        ids: list[int] = []
+
+        async def add(i: int) -> None:
+            f = await mem.ask(m.Remember(tenant="a", text=f"pebble {i} lies on the beach"))
+            ids.append(f.id)
+
+        async def forget(fid: int) -> None:
+            assert await mem.ask(m.Forget(tenant="a", id=fid)) is True
+
+        async with trio.open_nursery() as nursery:
+            for i in range(1500):  # enough to make the matrix compact after the deletes
+                nursery.start_soon(add, i)
+        ids.sort()
+        keep = await mem.ask(m.Remember(tenant="a", text="a lighthouse on the beach"))
+        async with trio.open_nursery() as nursery:
+            for fid in ids[:1400]:
+                nursery.start_soon(forget, fid)
+        assert await mem.ask(m.Forget(tenant="a", id=ids[0])) is False
+        hits = await mem.ask(m.Search(tenant="a", query="pebble beach lighthouse", limit=200))
+        found = {h.fact.id for h in hits}
+        assert keep.id in found
+        assert found <= {keep.id, *ids[1400:]}
+        stats = await mem.ask(m.Stats(tenant="a"))
+        assert stats.facts == stats.vectors == 101
+
+
+async def test_concurrent_writes_share_group_commits(tmp_path: Path) -> None:
+    async with memory(tmp_path) as mem:
+        async with trio.open_nursery() as nursery:
+            for i in range(500):
+                nursery.start_soon(mem.ask, m.Remember(tenant="a", text=f"fact {i}"))
+        stats = await mem.ask(m.Stats(tenant="a"))
+        assert stats.facts == stats.writes == 500
+        assert stats.group_commits < 100
+
+
+async def test_matrix_is_rebuilt_from_the_table_at_open(tmp_path: Path) -> None:
+    async with memory(tmp_path) as mem:
+        for i in range(50):
+            await mem.ask(m.Remember(tenant="a", text=f"note number {i} about owls"))
+        await mem.ask(m.Forget(tenant="a", id=3))
+        first = await mem.ask(m.Search(tenant="a", query="owls note", limit=20))
+    async with memory(tmp_path) as mem:
+        stats = await mem.ask(m.Stats(tenant="a"))
+        assert stats.vectors == stats.facts == 49
+        again = await mem.ask(m.Search(tenant="a", query="owls note", limit=20))
+        assert [h.fact.id for h in again] == [h.fact.id for h in first]
+
+
+# ----------------------------------------------------------------------------- tenants
+
+
+async def test_a_search_never_returns_another_tenants_rows(tmp_path: Path) -> None:
+    async with memory(tmp_path) as mem:
+        for i in range(20):
+            await mem.ask(m.Remember(tenant="alice", text=f"alice secret {i} about the moon"))
+            await mem.ask(m.Remember(tenant="bob", text=f"bob secret {i} about the moon"))
+        for tenant in ("alice", "bob"):
+            for query in ("secret moon", "alice", "bob", "moon secret about"):
+                hits = await mem.ask(m.Search(tenant=tenant, query=query, limit=100))
+                assert all(h.fact.text.startswith(tenant) for h in hits)
+                assert hits or query in ("alice", "bob")
+        assert (await mem.ask(m.Stats(tenant="alice"))).facts == 20
+        names = await trio.to_thread.run_sync(lambda: sorted(tmp_path.glob("*.db")))
+        assert [p.name for p in names] == ["alice.db", "bob.db"]
+
+
+@pytest.mark.parametrize("tenant", ["../x", "a/b", "", ".hidden", "x" * 100, "a\x00b"])
+async def test_tenant_names_that_could_escape_are_refused(tmp_path: Path, tenant: str) -> None:
+    async with memory(tmp_path) as mem:
+        assert await code_of(mem, m.Stats(tenant=tenant)) == "bad_request"
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+async def test_bad_facts_and_queries_are_bad_requests_not_crashes(tmp_path: Path) -> None:
+    async with memory(tmp_path) as mem:
+        await mem.ask(m.Remember(tenant="a", text='a "quoted" fact AND OR NOT'))
+        for text in ["", "   \n", "x" * (10 << 20), "bad \ud800 surrogate"]:
+            assert await code_of(mem, m.Remember(tenant="a", text=text)) == "bad_request"
+        for query in ['"unbalanced', "AND OR", "NEAR(", "*", "a:b", "(((", "^x -y +"]:
+            await mem.ask(m.Search(tenant="a", query=query))  # never raises
+        assert await code_of(mem, m.Search(tenant="a", query="")) == "bad_request"
+        assert await code_of(mem, m.Search(tenant="a", query="x", limit=0)) == "bad_request"
+        hits = await mem.ask(m.Search(tenant="a", query='"quoted AND'))
+        assert hits[0].keyword_rank == 1
+        assert (await mem.ask(m.Stats(tenant="a"))).facts == 1
+
+
+async def test_corrupt_database_fails_its_tenant_only(tmp_path: Path) -> None:
+    (tmp_path / "broken.db").write_bytes(b"this is not a database " * 500)
+    async with memory(tmp_path) as mem:
+        with pytest.raises(OpError) as info:
+            await mem.ask(m.Remember(tenant="broken", text="hello"))
+        assert info.value.code == "unavailable"
+        assert "corrupt" in info.value.message and "broken.db" in info.value.message
+        assert await code_of(mem, m.Search(tenant="broken", query="hello")) == "unavailable"
+        fact = await mem.ask(m.Remember(tenant="fine", text="hello"))
+        assert (await mem.ask(m.Search(tenant="fine", query="hello")))[0].fact.id == fact.id
+
+
+async def test_size_limit_full_fails_with_unavailable_and_others_keep_working(
+    tmp_path: Path,
+) -> None:
+    async with memory(tmp_path, MemoryConfig(max_db_mib=1)) as mem:
+        with pytest.raises(OpError) as info:
+            for i in range(10_000):
+                await mem.ask(m.Remember(tenant="full", text=f"{i} " + "filler words " * 400))
+        assert info.value.code == "unavailable" and "full" in info.value.message
+        await mem.ask(m.Search(tenant="full", query="filler"))  # reads still work
+        await mem.ask(m.Remember(tenant="other", text="still fine"))
+
+
+@pytest.fixture
+def small_mount(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 2 MiB tmpfs: a real full disk, and remountable read-only (needs root)."""
+    import subprocess
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    ok = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if ok.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+async def test_full_and_read_only_disk_give_unavailable(tmp_path: Path, small_mount: Path) -> None:
+    root = tmp_path / "tenants"
+    root.mkdir()
+    (root / "disk.db").symlink_to(small_mount / "disk.db")
+    async with memory(root) as mem:
+        with pytest.raises(OpError) as info:
+            for i in range(10_000):
+                await mem.ask(m.Remember(tenant="disk", text=f"{i} " + "filler words " * 400))
+        assert info.value.code == "unavailable" and "full" in info.value.message
+        await mem.ask(m.Remember(tenant="other", text="still fine"))
+    await trio.run_process(["mount", "-o", "remount,ro", str(small_mount)])
+    async with memory(root) as mem:
+        with pytest.raises(OpError) as info:
+            await mem.ask(m.Remember(tenant="disk", text="more"))
+        assert info.value.code == "unavailable"
+        await mem.ask(m.Remember(tenant="other", text="still fine"))
+
+
+# ----------------------------------------------------------------------------- migrations
+
+
+def test_a_version_1_database_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    con = apsw.Connection(str(path))
+    with con:
+        con.execute(schema.V1)
+        con.pragma("user_version", 1)
+        for text in ["the first fact", "the second fact about trains"]:
+            con.execute(
+                "INSERT INTO facts (text, kind, source, valid_from) VALUES (?, 'note', 'user', ?)",
+                (text, 1000.0),
+            )
+    con.close()
+    db = TenantDB.open("old", path, MemoryConfig())
+    try:
+        assert db.schema_found == 1
+        assert int(db.con.pragma("user_version")) == schema.VERSION == 2
+        rows = list(db.con.execute("SELECT uid, length(embedding) FROM facts"))
+        assert all(uid and size == 4 * 384 for uid, size in rows)
+        assert len(db.index) == 2
+        db.con.execute("INSERT INTO facts_fts(facts_fts) VALUES ('integrity-check')")
+    finally:
+        db.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    con = apsw.Connection(str(path))
+    con.pragma("user_version", 99)
+    con.close()
+    with pytest.raises(schema.SchemaTooNew):
+        TenantDB.open("new", path, MemoryConfig())
+
+
+# ----------------------------------------------------------------------------- ledger
+
+
+async def test_usage_is_recorded_once_per_request_and_summed(tmp_path: Path) -> None:
+    async with memory(tmp_path) as mem:
+
+        def usage(rid: str, cost: float, agent: str = "chief", **kw: object) -> m.RecordUsage:
+            return m.RecordUsage(
+                tenant="a", request_id=rid, model="gpt", provider="openai", agent=agent,
+                input_tokens=10, output_tokens=5, cost=cost, **kw,  # type: ignore[arg-type]
+            )  # fmt: skip
+
+        assert await mem.ask(usage("r1", 0.5)) is True
+        assert await mem.ask(usage("r1", 0.5)) is False
+        assert await mem.ask(usage("r2", 0.25, agent="coder")) is True
+        assert await mem.ask(usage("old", 9.0, time=time.time() - 3 * 86400)) is True
+        assert await mem.ask(m.Spent(tenant="a")) == pytest.approx(0.75)
+        assert await mem.ask(m.Spent(tenant="a", agent="coder")) == pytest.approx(0.25)
+        assert await mem.ask(m.Spent(tenant="a", since=0)) == pytest.approx(9.75)
+        by_agent = await mem.ask(m.UsageQuery(tenant="a", by="agent"))
+        assert {(r.key, r.calls) for r in by_agent} == {("chief", 2), ("coder", 1)}
+        by_day = await mem.ask(m.UsageQuery(tenant="a", by="day", since=time.time() - 86400))
+        assert sum(r.calls for r in by_day) == 2
+        assert await mem.ask(m.Spent(tenant="b")) == 0.0
+
+
+async def test_approvals_are_remembered_per_tenant(tmp_path: Path) -> None:
+    async with memory(tmp_path) as mem:
+        assert await mem.ask(m.LookupApproval(tenant="a", tool="shell", key="ls")) is False
+        await mem.ask(m.RememberApproval(tenant="a", tool="shell", key="ls"))
+        await mem.ask(m.RememberApproval(tenant="a", tool="shell", key="ls"))
+        assert await mem.ask(m.LookupApproval(tenant="a", tool="shell", key="ls")) is True
+        assert await mem.ask(m.LookupApproval(tenant="b", tool="shell", key="ls")) is False
+
+
+async def test_task_checkpoints_keep_steps_in_order_and_once(tmp_path: Path) -> None:
+    async with memory(tmp_path) as mem:
+        await mem.ask(m.SaveTask(tenant="a", task="t1", status="running", request="r", agent="c"))
+        assert await mem.ask(
+            m.SaveStep(tenant="a", task="t1", step="s1", kind="model", payload=b"1")
+        )
+        assert await mem.ask(
+            m.SaveStep(tenant="a", task="t1", step="s2", kind="tool", payload=b"2")
+        )
+        assert not await mem.ask(
+            m.SaveStep(tenant="a", task="t1", step="s1", kind="model", payload=b"x")
+        )
+        await mem.ask(
+            m.SaveTask(tenant="a", task="t1", status="done", request="r", agent="c", result="ok")
+        )
+        await mem.ask(m.SaveTask(tenant="a", task="t2", status="running", request="q", agent="c"))
+        record = await mem.ask(m.LoadTask(tenant="a", task="t1"))
+        assert record.status == "done" and record.result == "ok"
+        assert record.steps == [("s1", "model", b"1"), ("s2", "tool", b"2")]
+        running = await mem.ask(m.ListTasks(tenant="a", status="running"))
+        assert [t.task for t in running] == ["t2"] and running[0].steps == []
+        assert await code_of(mem, m.LoadTask(tenant="a", task="nope")) == "not_found"
+        assert (
+            await code_of(
+                mem, m.SaveStep(tenant="a", task="no", step="s", kind="tool", payload=b"")
+            )
+            == "not_found"
+        )
+
+
+async def test_conversations_keep_messages_in_order(tmp_path: Path) -> None:
+    async with memory(tmp_path) as mem:
+        first = await mem.ask(
+            m.AppendMessage(tenant="a", conversation="c1", role="user", content="hello there")
+        )
+        await mem.ask(
+            m.AppendMessage(
+                tenant="a", conversation="c1", role="assistant", content="hi", parent=first
+            )
+        )
+        for i in range(5):
+            await mem.ask(
+                m.AppendMessage(tenant="a", conversation="c1", role="user", content=f"{i}")
+            )
+        history = await mem.ask(m.History(tenant="a", conversation="c1", limit=3))
+        assert [h.content for h in history] == ["2", "3", "4"]
+        full = await mem.ask(m.History(tenant="a", conversation="c1"))
+        assert full[0].tokens > 0 and full[1].parent == first
+        bad = m.AppendMessage(tenant="a", conversation="c2", role="user", content="x", parent=first)
+        assert await code_of(mem, bad) == "not_found"

@@ -1,0 +1,316 @@
+"""The orchestrator end to end: a real daemon, the real client, a scripted model server that
+speaks the OpenAI streaming format. Ali delegates to three specialists who work at the same
+time, one of them uses a tool, and the answers converge into one streamed answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from convergio_client import ClientTimeout, RemoteError
+from convergio_client.trio_client import open_client
+from convergiod import protocol as p
+from tests.conftest import DaemonProcess
+from tests.script_server import Reply, ScriptServer, Turn, router_config
+
+
+@asynccontextmanager
+async def scripted(script: Callable[[Turn], Reply]) -> AsyncIterator[ScriptServer]:
+    server = ScriptServer(script=script)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+def team_script(turn: Turn) -> Reply:
+    if turn.agent == "ali":
+        if not turn.tool_results:
+            return Reply(
+                text="I will ask the team.",
+                calls=[
+                    ("delegate", {"agent": "architect", "task": "Design the cache."}),
+                    ("delegate", {"agent": "coder", "task": "Read notes.txt and summarise."}),
+                    ("delegate", {"agent": "researcher", "task": "Find prior art."}),
+                ],
+            )
+        return Reply(
+            text="Converged answer: " + " | ".join(sorted(turn.tool_results)), chunks=6, delay=0.03
+        )
+    if turn.agent == "coder" and not turn.tool_results:
+        return Reply(text="Reading.", calls=[("fs.read", {"path": "notes.txt"})])
+    if turn.agent == "coder":
+        return Reply(text=f"coder saw {turn.tool_results[0].strip()!r}", delay=0.05)
+    return Reply(text=f"{turn.agent} result for {turn.task}", chunks=5, delay=0.08)
+
+
+async def collect(client: Any, op: p.Op) -> tuple[list[p.EventBody], Any]:
+    events: list[p.EventBody] = []
+    async with client.stream(op, timeout=60) as stream:
+        async for event in stream:
+            if isinstance(event, p.ApprovalRequest):
+                await stream.answer(event.approval, "once")
+            events.append(event)
+    return events, stream.result
+
+
+async def test_ali_delegates_to_three_specialists_in_parallel_and_converges(
+    daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    (tmp_path / "notes.txt").write_text("remember the milk\n")
+    async with scripted(team_script) as server:
+        d = daemon_factory(router_config(server.port))
+        async with open_client(paths=d.paths) as client:
+            events, answer = await collect(
+                client, p.Ask(prompt="Plan a cache for the app", workspace=str(tmp_path))
+            )
+    assert isinstance(answer, p.Answer)
+    assert answer.text.startswith("Converged answer: ")
+    assert "coder saw 'remember the milk'" in answer.text
+    assert "architect result for Design the cache." in answer.text
+    # Streamed: the final answer arrived as several token events of ali.
+    ali_tokens = [e for e in events if isinstance(e, p.TokenDelta) and e.agent == "ali"]
+    assert len(ali_tokens) >= 3
+    delegations = [e for e in events if isinstance(e, p.DelegationStarted)]
+    assert sorted(e.to for e in delegations) == ["architect", "coder", "researcher"]
+    tools = [e for e in events if isinstance(e, p.ToolCallFinished) and e.tool == "fs.read"]
+    assert tools and tools[0].ok and tools[0].agent == "coder"
+    # The three specialists' model calls overlapped in time.
+    spans = {s.agent: s for s in server.spans if s.agent in ("architect", "researcher")}
+    coder = [s for s in server.spans if s.agent == "coder"]
+    assert spans["architect"].start < spans["researcher"].end
+    assert spans["researcher"].start < spans["architect"].end
+    assert coder[0].start < spans["architect"].end
+    # Usage and cost recorded per agent.
+    usage = {u.agent: u for u in answer.usage}
+    assert set(usage) == {"ali", "architect", "coder", "researcher"}
+    assert usage["coder"].calls == 2 and usage["ali"].calls == 2
+    assert all(u.cost > 0 and u.input_tokens > 0 for u in usage.values())
+    report = json.loads(d.cli("usage", "--by", "agent", "--json").stdout)
+    text = json.dumps(report)
+    for agent in ("ali", "architect", "coder", "researcher"):
+        assert agent in text
+
+
+LOOPER = """+++
+name = "looper"
+description = "calls tools forever"
+tools = ["fs.list"]
+[limits]
+max_tool_calls = 3
+max_steps = 20
++++
+You are looper.
+"""
+
+CYCLE_A = """+++
+name = "alpha"
+description = "delegates to beta"
+tools = ["delegate"]
+delegates = ["beta"]
++++
+You are alpha.
+"""
+
+CYCLE_B = """+++
+name = "beta"
+description = "delegates back to alpha"
+tools = ["delegate"]
+delegates = ["alpha"]
++++
+You are beta.
+"""
+
+
+def write_agents(d: DaemonProcess, **agents: str) -> None:
+    directory = d.paths.config_dir / "agents"
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in agents.items():
+        (directory / f"{name}.md").write_text(text)
+
+
+async def test_agent_that_calls_tools_forever_is_stopped_at_its_limit(
+    daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    def script(turn: Turn) -> Reply:
+        return Reply(text="again", calls=[("fs.list", {"path": "."})])
+
+    async with scripted(script) as server:
+        d = daemon_factory(router_config(server.port), start=False)
+        write_agents(d, looper=LOOPER)
+        d.start()
+        async with open_client(paths=d.paths) as client:
+            with pytest.raises(RemoteError) as info:
+                await collect(client, p.Ask(prompt="go", agent="looper", workspace=str(tmp_path)))
+    assert info.value.code == "budget_exceeded"
+    assert "limit of 3 tool calls" in info.value.message
+
+
+async def test_delegation_cycle_is_refused(
+    daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    def script(turn: Turn) -> Reply:
+        if turn.tool_results:
+            return Reply(text=f"{turn.agent} got: {turn.tool_results[0]}")
+        other = "beta" if turn.agent == "alpha" else "alpha"
+        return Reply(calls=[("delegate", {"agent": other, "task": "loop"})])
+
+    async with scripted(script) as server:
+        d = daemon_factory(router_config(server.port), start=False)
+        write_agents(d, alpha=CYCLE_A, beta=CYCLE_B)
+        d.start()
+        async with open_client(paths=d.paths) as client:
+            events, answer = await collect(
+                client, p.Ask(prompt="go", agent="alpha", workspace=str(tmp_path))
+            )
+    refused = [e for e in events if isinstance(e, p.ToolCallFinished) and not e.ok]
+    assert refused and "delegation cycle refused: alpha -> beta -> alpha" in refused[0].summary
+    assert answer.text.startswith("alpha got: beta got: error (bad_request): delegation cycle")
+
+
+async def test_task_past_its_time_limit_is_cancelled_cleanly(
+    daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    def script(turn: Turn) -> Reply:
+        return Reply(text="very slow words " * 20, chunks=20, delay=0.2)
+
+    async with scripted(script) as server:
+        config = router_config(server.port) + "\n[orchestrator]\ntask_timeout = 0.6\n"
+        d = daemon_factory(config)
+        async with open_client(paths=d.paths) as client:
+            with pytest.raises(RemoteError) as info:
+                await collect(client, p.Ask(prompt="go", agent="writer", workspace=str(tmp_path)))
+            assert info.value.code == "timeout"
+            tasks = await client.call(p.TaskListOp())
+            assert tasks.tasks[0].status == "failed"
+            assert (await client.call(p.Ping())).pid == d.proc.pid  # type: ignore[union-attr]
+
+
+async def test_model_without_tool_support_answers_directly_and_says_so(
+    daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    seen_tools: list[list[str]] = []
+
+    def script(turn: Turn) -> Reply:
+        seen_tools.append(turn.tools)
+        return Reply(text="A direct answer.")
+
+    async with scripted(script) as server:
+        d = daemon_factory(router_config(server.port, tools=False))
+        async with open_client(paths=d.paths) as client:
+            events, answer = await collect(client, p.Ask(prompt="hi", workspace=str(tmp_path)))
+    assert answer.text == "A direct answer."
+    assert seen_tools == [[]]
+    notices = [e for e in events if isinstance(e, p.Notice)]
+    assert notices and "no tool support" in notices[0].message
+
+
+async def test_cancelling_the_request_cancels_every_agent_and_records_it(
+    daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    def script(turn: Turn) -> Reply:
+        if turn.agent == "ali" and not turn.tool_results:
+            return Reply(
+                calls=[
+                    ("delegate", {"agent": "writer", "task": "slow"}),
+                    ("delegate", {"agent": "analyst", "task": "slow"}),
+                ]
+            )
+        return Reply(text="slow words " * 50, chunks=50, delay=0.1)
+
+    async with scripted(script) as server:
+        d = daemon_factory(router_config(server.port))
+        async with open_client(paths=d.paths) as client:
+            async with client.stream(p.Ask(prompt="go", workspace=str(tmp_path))) as stream:
+                async for event in stream:
+                    if isinstance(event, p.TokenDelta) and event.agent in ("writer", "analyst"):
+                        await client._send(p.Cancel(id=stream.id))
+                        break
+                with pytest.raises(RemoteError) as info:
+                    async for _ in stream:
+                        pass
+            assert info.value.code == "cancelled"
+            with trio.fail_after(10):
+                while True:
+                    tasks = (await client.call(p.TaskListOp())).tasks
+                    if tasks and tasks[0].status == "cancelled":
+                        break
+                    await trio.sleep(0.05)
+            # Usage of the calls made so far is recorded.
+            usage = await client.call(p.UsageReport(by="agent"))
+            assert "ali" in json.dumps(p.to_builtins(usage))
+
+
+def append_script(turn: Turn) -> Reply:
+    if turn.agent == "ali":
+        if not turn.tool_results:
+            return Reply(calls=[("delegate", {"agent": "coder", "task": "append twice"})])
+        return Reply(text="all done: " + turn.tool_results[0])
+    done = len(turn.tool_results)
+    if done < 2:
+        return Reply(calls=[("shell.exec", {"command": f"echo step{done} >> log.txt"})])
+    return Reply(text="appended", chunks=1, delay=0.0)
+
+
+async def test_sigkill_mid_task_then_resume_runs_each_side_effect_once(
+    daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+
+    killed = {"done": False}
+
+    def script(turn: Turn) -> Reply:
+        # The coder's second turn (after its first append) waits until the daemon is killed.
+        if turn.agent == "coder" and len(turn.tool_results) == 1 and not killed["done"]:
+            return Reply(text="thinking " * 100, chunks=100, delay=0.2)
+        return append_script(turn)
+
+    config = '\n[tools.policy]\n"shell.exec" = "auto"\n'
+    async with scripted(script) as server:
+        d = daemon_factory(router_config(server.port) + config)
+        async with open_client(paths=d.paths) as client:
+            with pytest.raises(ClientTimeout):  # the daemon dies under us
+                with trio.fail_after(30):
+                    async with client.stream(
+                        p.Ask(prompt="go", workspace=str(tmp_path)), timeout=3
+                    ) as stream:
+                        async for event in stream:
+                            if (
+                                isinstance(event, p.TokenDelta)
+                                and event.agent == "coder"
+                                and (tmp_path / "log.txt").exists()
+                            ):
+                                os.kill(d.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
+                                d.proc.wait(10)  # type: ignore[union-attr]
+                                killed["done"] = True
+        assert killed["done"]
+        assert (tmp_path / "log.txt").read_text() == "step0\n"
+        d.start()
+        async with open_client(paths=d.paths) as client:
+            tasks = (await client.call(p.TaskListOp())).tasks
+            assert tasks[0].status == "interrupted"
+            detail = await client.call(p.TaskShowOp(task=tasks[0].task))
+            assert any(item["kind"] == "tool" for item in detail.transcript)
+            _, answer = await collect(
+                client, p.TaskResume(task=tasks[0].task, workspace=str(tmp_path))
+            )
+            assert answer.resumed and answer.text == "all done: appended"
+            assert (await client.call(p.TaskListOp())).tasks[0].status == "done"
+    assert (tmp_path / "log.txt").read_text() == "step0\nstep1\n"
+
+
+def test_agents_list_and_show_through_the_cli(daemon: DaemonProcess) -> None:
+    listing = daemon.cli("agents", "list")
+    assert listing.returncode == 0, listing.stderr
+    assert "ali" in listing.stdout and "coder" in listing.stdout
+    shown = json.loads(daemon.cli("agents", "show", "ali", "--json").stdout)
+    assert "delegate" in shown["tools"] and shown["limits"]["max_steps"] >= 1
+    missing = daemon.cli("agents", "show", "nobody")
+    assert missing.returncode == 1 and "not_found" in missing.stderr

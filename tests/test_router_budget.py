@@ -1,0 +1,138 @@
+"""Budgets: warn at 80 %, downgrade to the cheapest model of the group at 90 %, block at
+100 %; prompts costing more than what remains are refused; a retried request is counted
+once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from convergiod.actors.router.budget import Budgets
+from convergiod.actors.router.ledger import Ledger
+from convergiod.actors.router.messages import Failed, Finished
+from convergiod.config import RouterBudgetConfig
+from tests.llm_server import LLMServer
+from tests.router_helpers import FakeMemory, Harness, models
+
+PRICED = models(
+    "big=oa:text@big|input_price = 1000.0,output_price = 1000.0",
+    "small=an:text@small|input_price = 1.0,output_price = 2.0",
+)
+GROUP = '[router.groups]\nteam = ["big", "small"]\n'
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery) -> LLMServer:
+    s = LLMServer()
+    await nursery.start(s.serve)
+    return s
+
+
+def harness(port: int, spent: float, budgets: str, extra: str = "") -> Harness:
+    return Harness(port, PRICED, memory=FakeMemory(spent=spent), extra=GROUP + budgets + extra)
+
+
+async def test_below_the_warn_threshold_nothing_changes(server: LLMServer) -> None:
+    h = harness(server.port, 0.5, "[router.budgets]\ntenant_daily = 1.0\n")
+    _, terminal = await h.chat("team")
+    assert isinstance(terminal, Finished)
+    assert terminal.result.model == "big" and not terminal.result.downgraded
+    assert h.events == []
+
+
+async def test_warn_at_80_percent_publishes_a_usage_event_once(server: LLMServer) -> None:
+    h = harness(server.port, 0.85, "[router.budgets]\ntenant_daily = 1.0\n")
+    for _ in range(2):
+        _, terminal = await h.chat("team")
+        assert isinstance(terminal, Finished) and terminal.result.model == "big"
+    assert len(h.events) == 1
+    topic, data = h.events[0]
+    assert topic == "usage.t1"
+    assert data["level"] == "warn" and data["scope"] == "tenant"
+    assert data["fraction"] == pytest.approx(0.85)
+
+
+async def test_downgrade_at_90_percent_uses_the_cheapest_model_of_the_group(
+    server: LLMServer,
+) -> None:
+    h = harness(server.port, 0.92, "[router.budgets]\ntenant_daily = 1.0\n")
+    _, terminal = await h.chat("team")
+    assert isinstance(terminal, Finished)
+    assert terminal.result.model == "small" and terminal.result.downgraded
+    assert server.counts.get("text@big", 0) == 0
+    assert [d["level"] for _, d in h.events] == ["downgrade"]
+
+
+async def test_block_at_100_percent_refuses_without_calling_anyone(server: LLMServer) -> None:
+    h = harness(server.port, 1.0, "[router.budgets]\ntenant_daily = 1.0\n")
+    _, terminal = await h.chat("team")
+    assert isinstance(terminal, Failed) and terminal.code == "budget_exceeded"
+    assert "tenant" in terminal.message
+    assert server.requests == []
+
+
+async def test_agent_budget_blocks_that_agent_only(server: LLMServer) -> None:
+    h = harness(server.port, 0.0, "[router.budgets]\nagents = { coder = 0.5 }\n")
+    h.memory.base_spent = 0.6  # every scope reads as 0.6 spent today
+    _, terminal = await h.chat("team", agent="coder")
+    assert isinstance(terminal, Failed) and terminal.code == "budget_exceeded"
+    assert "agent:coder" in terminal.message
+    _, terminal = await h.chat("team", agent="writer")
+    assert isinstance(terminal, Finished)
+
+
+async def test_prompt_costing_more_than_the_remaining_budget_is_refused(
+    server: LLMServer,
+) -> None:
+    h = harness(server.port, 0.79, "[router.budgets]\ntenant_daily = 1.0\n")
+    _, terminal = await h.chat("big", content="lorem ipsum dolor sit amet " * 60)
+    assert isinstance(terminal, Failed) and terminal.code == "budget_exceeded"
+    assert "remaining budget" in terminal.message
+    assert server.requests == []
+
+
+async def test_spending_accumulates_until_the_block_threshold(server: LLMServer) -> None:
+    # "big" costs (21 + 5) * 1000 / 1e6 = 0.026 per call
+    h = harness(server.port, 0.0, "[router.budgets]\ntenant_daily = 0.06\n")
+    outcomes = []
+    for _ in range(4):
+        _, terminal = await h.chat("big")
+        outcomes.append(terminal.code if isinstance(terminal, Failed) else "ok")
+    assert outcomes == ["ok", "ok", "ok", "budget_exceeded"]
+    assert await h.router.budgets.spent("t1", None) == pytest.approx(0.078)
+
+
+async def test_a_retried_request_is_counted_once(server: LLMServer) -> None:
+    h = Harness(
+        server.port,
+        models("m=oa:status;code=429;times=2;retry_after=0@r|input_price = 1000.0"),
+        extra="[router.budgets]\ntenant_daily = 10.0\n",
+    )
+    _, terminal = await h.chat("m", request_id="req-once")
+    assert isinstance(terminal, Finished) and terminal.result.attempts == 3
+    assert len(h.memory.records) == 1
+    assert h.memory.records[0].request_id == "req-once"
+    spent = await h.router.budgets.spent("t1", None)
+    assert spent == pytest.approx(21 * 1000 / 1e6)
+    # The same request id again (a caller retrying the whole call) is not counted again.
+    _, terminal = await h.chat("m", request_id="req-once")
+    assert isinstance(terminal, Finished)
+    assert await h.router.budgets.spent("t1", None) == pytest.approx(spent)
+    assert len(h.memory.ledger.rows) == 1
+
+
+async def test_budget_set_persists_and_overrides_the_config(tmp_path: Path) -> None:
+    store = tmp_path / "budgets.json"
+    config = RouterBudgetConfig(tenant_daily=5.0)
+    budgets = Budgets(config, Ledger(FakeMemory(spent=1.0).ask), store=store)
+    line = await budgets.set("t1", None, 2.0)
+    assert (line.scope, line.limit, line.spent, line.state) == ("tenant", 2.0, 1.0, "ok")
+    await budgets.set("t1", "coder", 0.5)
+    again = Budgets(config, Ledger(FakeMemory(spent=1.0).ask), store=store)
+    lines = await again.show("t1")
+    assert [(x.scope, x.limit, x.state) for x in lines] == [
+        ("tenant", 2.0, "ok"),
+        ("agent:coder", 0.5, "block"),
+    ]
