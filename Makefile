@@ -9,6 +9,7 @@ SOURCES_BUILD := pyproject.toml setup.py $(wildcard native/*.c native/*.h native
 .PHONY: install install-test run test lint typecheck pytest ctest bench clean
 .PHONY: asan
 .PHONY: plugins
+.PHONY: jsdeps
 
 # The example plugins and the C/WAT test fixtures, compiled to wasm32-wasi with the PyPI
 # package ziglang (the built .wasm files are committed: nothing else needs a compiler).
@@ -63,8 +64,17 @@ lint: install-test
 typecheck: install-test
 	$(VENV)/bin/mypy
 
-pytest: install-test
+pytest: install-test jsdeps
 	$(VENV)/bin/pytest -q
+
+# The JavaScript client's dependencies (zeromq ships prebuilt addons); its tests run from
+# pytest (tests/test_remote_js.py), which skips them with a reason when node is missing.
+jsdeps: clients/js/node_modules/.installed
+
+clients/js/node_modules/.installed: clients/js/package.json clients/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd clients/js && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the JavaScript client's test will be skipped" >&2; fi
 
 test: lint typecheck ctest pytest
 
@@ -92,6 +102,10 @@ ctest: $(NATIVE_SRC) $(wildcard native/*.h native/tests/*.c)
 	$(CC) -std=c17 -g -O1 -Wall -Wextra -ffp-contract=off -Inative $(NATIVE_SRC) \
 		native/tests/test_core.c -lm -o $(CTEST_BIN)
 	$(VALGRIND) ./$(CTEST_BIN)
+	@# again without the SIMD paths (what a CPU without AVX2 runs)
+	$(CC) -std=c17 -g -O1 -Wall -Wextra -ffp-contract=off -DCV_NO_VECTOR -Inative \
+		$(NATIVE_SRC) native/tests/test_core.c -lm -o $(CTEST_BIN)_plain
+	$(VALGRIND) ./$(CTEST_BIN)_plain
 
 # The kernel Python tests against an AddressSanitizer build of the extension.
 asan: install-test

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from convergiod.validation import describe
+
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=86400)]
 Count = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
 
@@ -29,6 +31,18 @@ class GatewayConfig(_Section):
     max_in_flight: Count = 4096
     max_in_flight_per_client: Count = 1024
     drain_timeout: PositiveSeconds = 10.0
+    #: The CURVE-secured TCP front door (``tcp://0.0.0.0:7450``; port ``*`` picks a free
+    #: one); empty: off. Only paired clients get in (``convergio pair``). Needs a restart.
+    tcp: str = ""
+    #: Per-tenant limits on the TCP door: requests per second (token bucket refill), the
+    #: bucket's size, and requests in flight at once. Overrides per tenant: ``tenant add``.
+    tenant_rate: Annotated[float, msgspec.Meta(gt=0, le=1e6)] = 200.0
+    tenant_burst: Count = 400
+    tenant_max_in_flight: Count = 64
+
+    def __post_init__(self) -> None:
+        if self.tcp and not self.tcp.startswith("tcp://"):
+            raise ValueError(f"gateway.tcp: expected a tcp:// endpoint, got {self.tcp!r}")
 
 
 class SupervisorConfig(_Section):
@@ -254,20 +268,6 @@ def parse(data: bytes | str, *, source: str = "config.toml") -> Config:
     try:
         return msgspec.toml.decode(data, type=Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {_describe(exc)}") from None
+        raise ConfigError(f"{source}: {describe(exc)}") from None
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-
-
-def _describe(exc: msgspec.ValidationError) -> str:
-    """msgspec says ``... - at `$.gateway.max_in_flight```; say ``key gateway.max_in_flight``."""
-    text = str(exc)
-    message, sep, where = text.rpartition(" - at `")
-    if not sep:
-        message, where = text, "$"
-    key = where.rstrip("`").removeprefix("$").lstrip(".")
-    if message.startswith("Object contains unknown field"):
-        field = message.split("`")[1] if "`" in message else ""
-        full = f"{key}.{field}" if key else field
-        return f"unknown key {full!r}"
-    return f"key {key!r}: {message}"

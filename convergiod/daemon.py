@@ -43,6 +43,8 @@ from convergiod.runtime import (
     SupervisorSpec,
     open_actor_system,
 )
+from convergiod.security.door import TcpDoor
+from convergiod.security.registry import Registry, registry_path
 from convergiod.service import reload as reloading
 from convergiod.service.notify import Notifier
 from convergiod.service.watchdog import health_problem, run_watchdog
@@ -72,6 +74,11 @@ class Daemon:
         self._early_events: deque[protocol.PubEvent] = deque(maxlen=1000)
         self._reload_lock = trio.Lock()
         self._reload_requested = trio.Event()
+        #: Tenants and paired clients (``convergiod.security``); changes hold ``access_lock``.
+        self.registry: Registry | None = None
+        self.access_lock = trio.Lock()
+        #: The CURVE ``tcp://`` door, when ``gateway.tcp`` is set.
+        self.tcp: TcpDoor | None = None
 
     # ------------------------------------------------------------------ the actor tree
 
@@ -251,6 +258,10 @@ class Daemon:
         self.config = new
         if self.gateway is not None:
             self.gateway.config = new.gateway
+        if self.tcp is not None:
+            self.tcp.config = new.gateway
+            if self.tcp.gateway is not None:
+                self.tcp.gateway.config = new.gateway
         if new.log != old.log:
             logs.setup(new.log.level, new.log.format)
         done: list[str] = []
@@ -288,6 +299,7 @@ def handlers(daemon: Daemon) -> dict[type, Handler]:
 
 async def serve(daemon: Daemon) -> None:
     paths, config = daemon.paths, daemon.config
+    daemon.registry = Registry(registry_path(paths.data_dir))
     ctx: zmq.Context[Any] = zmq.Context()
     try:
         async with (
@@ -320,6 +332,9 @@ async def serve(daemon: Daemon) -> None:
                     router.zmq.bind(paths.api_endpoint)
                     os.chmod(paths.api_socket, 0o600)
                     os.chmod(paths.events_socket, 0o600)
+                    if config.gateway.tcp:
+                        daemon.tcp = _tcp_door(daemon)
+                        await nursery.start(daemon.tcp.serve, ctx)
                     log.info(
                         "convergiod %s ready on %s (pid %d)",
                         __version__,
@@ -342,13 +357,33 @@ async def serve(daemon: Daemon) -> None:
                     await daemon.shutdown_requested.wait()
                     log.info("shutting down: draining %d in-flight requests", gateway.in_flight)
                     notifier.stopping(f"stopping: draining {gateway.in_flight} requests")
-                    gateway.stop_accepting()
-                    await gateway.drain(config.gateway.drain_timeout)
+                    doors = [gateway]
+                    if daemon.tcp is not None and daemon.tcp.gateway is not None:
+                        doors.append(daemon.tcp.gateway)
+                    async with trio.open_nursery() as drains:
+                        for door in doors:
+                            door.stop_accepting()
+                            drains.start_soon(door.drain, config.gateway.drain_timeout)
                     gateway_scope.cancel()
                 nursery.cancel_scope.cancel()
             daemon.system = None
     finally:
         ctx.term()
+
+
+def _tcp_door(daemon: Daemon) -> TcpDoor:
+    from convergiod.security.keys import ServerKeys, server_key_path
+
+    assert daemon.registry is not None
+    return TcpDoor(
+        config=daemon.config.gateway,
+        registry=daemon.registry,
+        server_keys=ServerKeys(server_key_path(daemon.paths.data_dir)).load_or_create(),
+        handlers=handlers(daemon),
+        pid=os.getpid(),
+        version=__version__,
+        events_endpoint="",
+    )
 
 
 async def _watch_signals(daemon: Daemon) -> None:

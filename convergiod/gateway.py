@@ -6,7 +6,11 @@ without bound: past ``max_in_flight`` (or the per-client share) it answers ``ove
 a retry hint. Malformed frames are answered with a ``Failure`` and never reach a handler.
 
 The caller's tenant and role come from the connection, never from the message: the
-owner-only ``ipc://`` socket is the admin of tenant ``local``.
+owner-only ``ipc://`` socket is the admin of tenant ``local``. A gateway built with
+``identify`` (the CURVE ``tcp://`` door, ``convergiod.security.door``) gets each message's
+ZAP ``User-Id`` as an extra first frame and asks ``identify`` for the caller: a message from a
+key no longer listed is dropped without a reply. Its ``limiter`` adds per-tenant rate and
+concurrency limits (``overloaded`` with ``retry_after``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 import zmq
@@ -37,6 +41,9 @@ from convergiod.protocol import (
 )
 from convergiod.zmqtrio import TrioSocket
 
+if TYPE_CHECKING:
+    from convergiod.security.limits import TenantLimiter
+
 log = logging.getLogger("convergiod.gateway")
 
 
@@ -45,6 +52,8 @@ class Caller:
     tenant: str
     role: str
     client: bytes
+    #: The CURVE public key (Z85) of a client on the TCP door; empty on ipc.
+    key: str = ""
 
 
 LOCAL_ADMIN_TENANT = "local"
@@ -68,6 +77,8 @@ class RequestContext:
         self._seq = 0
 
     async def emit(self, body: EventBody) -> None:
+        if self._entry.silent:  # the client was revoked: not one more frame
+            return
         self._seq += 1
         await self._gateway.send(self.ident, protocol.Event(id=self.id, seq=self._seq, body=body))
 
@@ -117,6 +128,8 @@ class _ApprovalSlot:
 
 
 Handler = Callable[[RequestContext, Any], Awaitable[ResultBody]]
+#: ``(user_id, routing_id) -> Caller``, or ``None`` to drop the message unanswered.
+Identify = Callable[[bytes, bytes], Caller | None]
 
 
 @dataclass
@@ -126,6 +139,9 @@ class _InFlight:
     reason: ErrorCode = "timeout"
     approvals: dict[int, _ApprovalSlot] = field(default_factory=dict)
     approval_seq: int = 0
+    caller: Caller | None = None
+    #: Set when the caller's key was revoked: the request ends without a reply.
+    silent: bool = False
 
 
 @dataclass
@@ -148,8 +164,12 @@ class Gateway:
         events_endpoint: str,
         pid: int,
         version: str,
+        identify: Identify | None = None,
+        limiter: TenantLimiter | None = None,
     ) -> None:
         self.config = config
+        self.identify = identify
+        self.limiter = limiter
         self.router = router
         self.handlers = handlers
         self.endpoint = endpoint
@@ -177,7 +197,7 @@ class Gateway:
         recv, try_recv, dispatch = (
             self.router.recv_multipart,
             self.router.try_recv_multipart,
-            self._dispatch,
+            self._dispatch if self.identify is None else self._dispatch_identified,
         )
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -206,6 +226,18 @@ class Gateway:
                 entry.scope.cancel()
             with trio.move_on_after(1.0):
                 await self._idle.wait()
+
+    def drop_client(self, key: str) -> int:
+        """A revoked client: end its requests in flight without another frame. Returns how
+        many there were."""
+        dropped = 0
+        for entry in list(self._in_flight.values()):
+            if entry.caller is not None and entry.caller.key == key:
+                entry.silent = True
+                entry.reason = "unauthorized"
+                entry.scope.cancel()
+                dropped += 1
+        return dropped
 
     async def send(self, ident: bytes, msg: protocol.ServerMessage) -> None:
         try:
@@ -237,7 +269,16 @@ class Gateway:
         self.counters.failures += 1
         self._reply(ident, Failure(id=rid, code=code, message=message, retry_after=retry_after))
 
-    def _dispatch(self, frames: list[bytes]) -> None:
+    def _dispatch_identified(self, frames: list[bytes]) -> None:
+        assert self.identify is not None
+        if len(frames) < 2:
+            return
+        caller = self.identify(frames[0], frames[1])
+        if caller is None:
+            return
+        self._dispatch(frames[1:], caller)
+
+    def _dispatch(self, frames: list[bytes], caller: Caller | None = None) -> None:
         ident = frames[0]
         if len(frames) != 2:
             self._fail(
@@ -267,6 +308,17 @@ class Gateway:
             return
         assert isinstance(msg, Request)
         self.counters.requests += 1
+        if self.limiter is not None and caller is not None:
+            wait = self.limiter.admit(caller.tenant)
+            if wait is not None:
+                self._fail(
+                    ident,
+                    msg.id,
+                    "overloaded",
+                    f"tenant {caller.tenant!r} is over its request rate",
+                    retry_after=round(wait, 3),
+                )
+                return
         op = msg.op
         if type(op) is Ping and op.count == 0:
             # The hot path: answered in the receive loop, no task needed.
@@ -282,9 +334,9 @@ class Gateway:
             )
             self._reply(ident, Result(id=msg.id, body=pong))
             return
-        self._start(ident, msg)
+        self._start(ident, msg, caller)
 
-    def _start(self, ident: bytes, req: Request) -> None:
+    def _start(self, ident: bytes, req: Request, caller: Caller | None) -> None:
         if not self._accepting:
             self._fail(ident, req.id, "unavailable", "the daemon is shutting down")
             return
@@ -316,11 +368,23 @@ class Gateway:
         if handler is None:
             self._fail(ident, req.id, "bad_request", f"unsupported op {type(req.op).__name__}")
             return
-        caller = Caller(tenant=LOCAL_ADMIN_TENANT, role="admin", client=ident)
+        if caller is None:
+            caller = Caller(tenant=LOCAL_ADMIN_TENANT, role="admin", client=ident)
+        if self.limiter is not None:
+            limit = self.limiter.enter(caller.tenant)
+            if limit is not None:
+                self._fail(
+                    ident,
+                    req.id,
+                    "overloaded",
+                    f"tenant {caller.tenant!r} has {limit} requests in flight (its limit)",
+                    retry_after=0.1,
+                )
+                return
         scope = trio.CancelScope()
         if req.deadline is not None:
             scope.deadline = trio.current_time() + req.deadline
-        entry = _InFlight(scope=scope)
+        entry = _InFlight(scope=scope, caller=caller)
         self._in_flight[key] = entry
         self.counters.per_client[ident] = per_client + 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle
@@ -356,8 +420,9 @@ class Gateway:
                 reply = Failure(id=req.id, code=entry.reason, message=message)
             if isinstance(reply, Failure):
                 self.counters.failures += 1
-            with trio.CancelScope(shield=True):
-                await self.send(ident, reply)
+            if not entry.silent:
+                with trio.CancelScope(shield=True):
+                    await self.send(ident, reply)
             log.debug(
                 "op %s done in %.3f ms",
                 type(req.op).__name__,
@@ -366,6 +431,8 @@ class Gateway:
         finally:
             logs.request_id.reset(token)
             del self._in_flight[key]
+            if self.limiter is not None:
+                self.limiter.leave(caller.tenant)
             left = self.counters.per_client[ident] - 1
             if left:
                 self.counters.per_client[ident] = left

@@ -36,8 +36,13 @@ __all__ = [
     "embed",
     "embed_into",
     "estimate_tokens",
+    "quantize",
+    "quantize_into",
     "score",
     "top_k",
+    "top_k_i8",
+    "top_k_quantized",
+    "top_k_rows",
 ]
 
 ffi: Any = _native.ffi
@@ -109,6 +114,38 @@ def _float_view(obj: object, what: str, *, allow_sequence: bool) -> tuple[memory
     if not view.c_contiguous:
         raise ValueError(f"{what} must be a C-contiguous buffer")
     return view.cast("B") if view.ndim != 1 or view.format != "B" else view, view.nbytes // 4
+
+
+def _int8_view(obj: object, what: str) -> memoryview:
+    """A flat byte view of int8 data (raw bytes or a buffer of format ``b``/``B``)."""
+    if isinstance(obj, str):
+        raise TypeError(f"{what} must be int8 data, not str")
+    try:
+        view = memoryview(obj)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{what} must be a buffer of int8, not {type(obj).__name__}") from None
+    if view.itemsize != 1 or view.format not in _BYTE_FORMATS:
+        raise TypeError(f"{what} must hold int8 (buffer format 'b') or raw bytes")
+    if not view.c_contiguous:
+        raise ValueError(f"{what} must be a C-contiguous buffer")
+    return view.cast("B") if view.ndim != 1 or view.format != "B" else view
+
+
+def _allow_buffer(allow: object, n: int) -> tuple[Any, object]:
+    """The cffi pointer for an allow mask of ``n`` rows (NULL for None) and the object that
+    keeps its memory alive."""
+    if allow is None:
+        return ffi.NULL, None
+    keep: object = allow
+    if isinstance(allow, Sequence) and not isinstance(allow, bytes | bytearray | memoryview):
+        try:  # a buffer (numpy bool array, array.array...) is used as it is
+            memoryview(allow)  # type: ignore[arg-type]
+        except TypeError:  # a list of bools
+            keep = bytes(bytearray(1 if x else 0 for x in allow))
+    av = _bytes_view(keep, "allow")
+    if av.nbytes != n:
+        raise ValueError(f"allow has {av.nbytes} entries but the matrix has {n} rows")
+    return (ffi.from_buffer("unsigned char[]", av) if n else ffi.NULL), keep
 
 
 def _check_int(value: object, what: str, minimum: int) -> int:
@@ -219,17 +256,7 @@ def top_k(
     shape = memoryview(matrix).shape
     if shape is not None and len(shape) == 2 and shape[1] != d:
         raise ValueError(f"matrix has {shape[1]} columns but the query has {d} floats")
-    allow_buf: Any = ffi.NULL
-    keep: object = None
-    if allow is not None:
-        if isinstance(allow, Sequence) and not isinstance(allow, bytes | bytearray):
-            keep = bytes(bytearray(1 if x else 0 for x in allow))
-        else:
-            keep = allow
-        av = _bytes_view(keep, "allow")
-        if av.nbytes != n:
-            raise ValueError(f"allow has {av.nbytes} entries but the matrix has {n} rows")
-        allow_buf = ffi.from_buffer("unsigned char[]", av) if n else ffi.NULL
+    allow_buf, _keep = _allow_buffer(allow, n)
     kk = min(k, n)
     if kk == 0:
         return []
@@ -242,3 +269,217 @@ def top_k(
     if rc != lib.CV_OK:  # pragma: no cover - arguments were validated above
         raise ValueError(f"cv_topk rejected its arguments (code {rc})")
     return [(int(idx[i]), float(scores[i])) for i in range(count[0])]
+
+
+# ---------------------------------------------------------------------------------------
+# quantized preselection (native/quant.c)
+# ---------------------------------------------------------------------------------------
+
+
+def quantize_into(matrix: Buffer, dim: int, out: Buffer, scales: Buffer) -> int:
+    """Quantize the rows of the float32 ``matrix`` (``dim`` columns) to int8: values into
+    ``out`` (writable, ``rows * dim`` bytes), one float32 scale per row into ``scales``
+    (writable, ``rows`` floats); row i is about ``out[i] * scales[i]``. A row holding a NaN or
+    an infinity gets scale NaN (it is never selected). Returns the number of rows."""
+    dim = _check_int(dim, "dim", 1)
+    mv, total = _float_view(matrix, "matrix", allow_sequence=False)
+    if total % dim:
+        raise ValueError(f"matrix holds {total} floats, not a multiple of dim {dim}")
+    n = total // dim
+    ov = _int8_view(out, "out")
+    if ov.readonly:
+        raise TypeError("out must be a writable buffer")
+    if ov.nbytes != n * dim:
+        raise ValueError(f"out has {ov.nbytes} bytes, expected {n * dim}")
+    sv, ns = _float_view(scales, "scales", allow_sequence=False)
+    if sv.readonly:
+        raise TypeError("scales must be a writable float32 buffer")
+    if ns != n:
+        raise ValueError(f"scales holds {ns} floats, expected {n}")
+    if n == 0:
+        return 0
+    rc = lib.cv_quantize_i8(
+        ffi.from_buffer("unsigned char[]", mv),
+        n,
+        dim,
+        ffi.cast("int8_t *", ffi.from_buffer("unsigned char[]", ov, require_writable=True)),
+        ffi.from_buffer("unsigned char[]", sv, require_writable=True),
+    )
+    if rc != lib.CV_OK:  # pragma: no cover - arguments were validated above
+        raise ValueError(f"cv_quantize_i8 rejected its arguments (code {rc})")
+    return n
+
+
+def quantize(matrix: Buffer, dim: int) -> tuple[bytes, array.array[float]]:
+    """The int8 rows and float32 scales of ``matrix`` (see :func:`quantize_into`)."""
+    _, total = _float_view(matrix, "matrix", allow_sequence=False)
+    dim = _check_int(dim, "dim", 1)
+    n = total // dim if total % dim == 0 else 0
+    out = bytearray(n * dim)
+    scales = array.array("f", bytes(4 * n))
+    quantize_into(matrix, dim, out, scales)
+    return bytes(out), scales
+
+
+def _query_i16(qb: Any, d: int) -> tuple[Any, float]:
+    q16 = ffi.new("int16_t[]", d)
+    qs = ffi.new("float *")
+    rc = lib.cv_quantize_i16(qb, d, q16, qs)
+    if rc != lib.CV_OK:  # pragma: no cover - arguments were validated by the caller
+        raise ValueError(f"cv_quantize_i16 rejected its arguments (code {rc})")
+    return q16, float(qs[0])
+
+
+def _quantized_args(
+    query: FloatVector, qmatrix: Buffer, scales: Buffer
+) -> tuple[Any, int, Any, Any, int]:
+    qv, d = _float_view(query, "query", allow_sequence=True)
+    if d == 0:
+        raise ValueError("query must not be empty")
+    mv = _int8_view(qmatrix, "qmatrix")
+    if mv.nbytes % d:
+        raise ValueError(
+            f"qmatrix holds {mv.nbytes} values, not a multiple of the query length {d}"
+        )
+    n = mv.nbytes // d
+    sv, ns = _float_view(scales, "scales", allow_sequence=False)
+    if ns != n:
+        raise ValueError(f"scales holds {ns} floats but qmatrix has {n} rows")
+    qb = ffi.from_buffer("unsigned char[]", qv)
+    mb = ffi.cast("int8_t *", ffi.from_buffer("unsigned char[]", mv)) if n else ffi.NULL
+    sb = ffi.from_buffer("unsigned char[]", sv) if n else ffi.NULL
+    return qb, d, mb, sb, n
+
+
+def _stage1(
+    qb: Any, d: int, mb: Any, sb: Any, n: int, allow_buf: Any, k: int
+) -> tuple[Any, Any, int]:
+    q16, qscale = _query_i16(qb, d)
+    idx = ffi.new("int64_t[]", k)
+    scores = ffi.new("float[]", k)
+    count = ffi.new("size_t *")
+    rc = lib.cv_topk_i8(q16, qscale, mb, sb, n, d, allow_buf, k, idx, scores, count)
+    if rc != lib.CV_OK:  # pragma: no cover - arguments were validated above
+        raise ValueError(f"cv_topk_i8 rejected its arguments (code {rc})")
+    return idx, scores, int(count[0])
+
+
+def top_k_i8(
+    query: FloatVector,
+    qmatrix: Buffer,
+    scales: Buffer,
+    k: int,
+    *,
+    allow: Buffer | Sequence[bool] | None = None,
+) -> list[tuple[int, float]]:
+    """Approximate :func:`top_k` (metric ``"dot"``) over the int8 rows made by
+    :func:`quantize`: ``query`` is quantized to int16, each row scored by the exact integer
+    dot product times both scales (rounded to float32). Rows with a NaN scale are skipped.
+    Same output shape and order rules as :func:`top_k`."""
+    k = _check_int(k, "k", 0)
+    qb, d, mb, sb, n = _quantized_args(query, qmatrix, scales)
+    allow_buf, _keep = _allow_buffer(allow, n)
+    kk = min(k, n)
+    if kk == 0:
+        return []
+    idx, scores, count = _stage1(qb, d, mb, sb, n, allow_buf, kk)
+    return [(int(idx[i]), float(scores[i])) for i in range(count)]
+
+
+def top_k_rows(
+    query: FloatVector,
+    matrix: Buffer,
+    rows: Sequence[int],
+    k: int,
+    *,
+    metric: Metric = "dot",
+) -> list[tuple[int, float]]:
+    """:func:`top_k` restricted to the listed ``rows`` (distinct indices into ``matrix``):
+    the same scores and order as ``top_k`` with an allow mask holding exactly those rows."""
+    k = _check_int(k, "k", 0)
+    m = _check_metric(metric)
+    qv, d = _float_view(query, "query", allow_sequence=True)
+    if d == 0:
+        raise ValueError("query must not be empty")
+    mv, total = _float_view(matrix, "matrix", allow_sequence=False)
+    if total % d:
+        raise ValueError(f"matrix holds {total} floats, not a multiple of the query length {d}")
+    n = total // d
+    picked = list(rows)
+    for r in picked:
+        if isinstance(r, bool) or not isinstance(r, int):
+            raise TypeError(f"rows must be ints, not {type(r).__name__}")
+        if not 0 <= r < n:
+            raise ValueError(f"row {r} is out of range for a matrix of {n} rows")
+    if len(set(picked)) != len(picked):
+        raise ValueError("rows must be distinct")
+    kk = min(k, len(picked))
+    if kk == 0:
+        return []
+    rb = ffi.new("int64_t[]", picked)
+    idx = ffi.new("int64_t[]", kk)
+    scores = ffi.new("float[]", kk)
+    count = ffi.new("size_t *")
+    rc = lib.cv_topk_rows(
+        ffi.from_buffer("unsigned char[]", qv),
+        ffi.from_buffer("unsigned char[]", mv),
+        n,
+        d,
+        rb,
+        len(picked),
+        m,
+        kk,
+        idx,
+        scores,
+        count,
+    )
+    if rc != lib.CV_OK:  # pragma: no cover - arguments were validated above
+        raise ValueError(f"cv_topk_rows rejected its arguments (code {rc})")
+    return [(int(idx[i]), float(scores[i])) for i in range(count[0])]
+
+
+def top_k_quantized(
+    query: FloatVector,
+    matrix: Buffer,
+    qmatrix: Buffer,
+    scales: Buffer,
+    k: int,
+    *,
+    candidates: int,
+    allow: Buffer | Sequence[bool] | None = None,
+) -> list[tuple[int, float]]:
+    """:func:`top_k` (metric ``"dot"``) in two stages: :func:`top_k_i8` over ``qmatrix``
+    (the int8 copy of ``matrix``, 4x less memory to read) picks the ``max(candidates, k)``
+    most promising rows, then their exact float32 scores pick the ``k`` best. The scores
+    are exactly ``top_k``'s; the rows are ``top_k``'s whenever those are among the
+    candidates (quantization error aside, up to ties at the cut)."""
+    k = _check_int(k, "k", 0)
+    candidates = _check_int(candidates, "candidates", 1)
+    qb, d, mb, sb, n = _quantized_args(query, qmatrix, scales)
+    fv, total = _float_view(matrix, "matrix", allow_sequence=False)
+    if total != n * d:
+        raise ValueError(f"matrix holds {total} floats but qmatrix has {n} rows of {d}")
+    allow_buf, _keep = _allow_buffer(allow, n)
+    kk = min(k, n)
+    if kk == 0:
+        return []
+    cand, _, count = _stage1(qb, d, mb, sb, n, allow_buf, min(max(candidates, kk), n))
+    idx = ffi.new("int64_t[]", kk)
+    scores = ffi.new("float[]", kk)
+    got = ffi.new("size_t *")
+    rc = lib.cv_topk_rows(
+        qb,
+        ffi.from_buffer("unsigned char[]", fv),
+        n,
+        d,
+        cand,
+        count,
+        lib.CV_METRIC_DOT,
+        kk,
+        idx,
+        scores,
+        got,
+    )
+    if rc != lib.CV_OK:  # pragma: no cover - arguments were validated above
+        raise ValueError(f"cv_topk_rows rejected its arguments (code {rc})")
+    return [(int(idx[i]), float(scores[i])) for i in range(got[0])]

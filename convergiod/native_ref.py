@@ -7,6 +7,8 @@ property tests can compare results for equality:
 * ``embed`` accumulates small integer weights (exact in float32 up to 2**24 per bucket) and
   normalises in double precision exactly as the C code does: bit-identical results for any
   text whose buckets stay below 2**24 in magnitude.
+* ``quantize_i8``/``quantize_i16`` and ``top_k_i8`` use double arithmetic in the C order
+  and exact integers: identical results. ``top_k_rows`` is ``top_k`` over some rows.
 * ``top_k`` emulates float32 arithmetic (every product, sum, square root and quotient rounded
   to float32, which equals IEEE single-precision arithmetic because double has more than
   2 * 24 + 2 bits) in the same accumulation order as the C kernel (8 lanes, a fixed reduction
@@ -37,8 +39,12 @@ __all__ = [
     "embed",
     "estimate_tokens",
     "fold_codepoint",
+    "quantize_i8",
+    "quantize_i16",
     "score",
     "top_k",
+    "top_k_i8",
+    "top_k_rows",
 ]
 
 INVALID = 0xFFFFFFFF  # one byte that does not start a valid UTF-8 sequence
@@ -368,6 +374,83 @@ def top_k(
         s = score(query, matrix[i * d : (i + 1) * d], metric)
         if not math.isnan(s):
             scored.append((i, s))
+    scored.sort(key=lambda item: (-item[1], item[0]))
+    return scored[: max(k, 0)]
+
+
+def top_k_rows(
+    query: Sequence[float],
+    matrix: Sequence[float],
+    rows: Sequence[int],
+    k: int,
+    metric: str = "dot",
+) -> list[tuple[int, float]]:
+    """``top_k`` over the listed (distinct) rows only."""
+    n = len(matrix) // len(query) if query else 0
+    allow = bytearray(n)
+    for r in rows:
+        allow[r] = 1
+    return top_k(query, matrix, k, metric, allow)
+
+
+# ---------------------------------------------------------------------------------------
+# Quantized preselection (native/quant.c)
+# ---------------------------------------------------------------------------------------
+
+
+def _quantize(vector: Sequence[float], limit: int) -> tuple[list[int], float]:
+    x = [_f32(v) for v in vector]
+    if any(not math.isfinite(v) for v in x):
+        return [0] * len(x), math.nan
+    m = max((abs(v) for v in x), default=0.0)
+    if m == 0.0:
+        return [0] * len(x), 0.0
+    inv = limit / m  # double, like the C code
+    # Python's round() of a float rounds half to even, like the C kernel
+    values = [max(-limit, min(limit, round(v * inv))) for v in x]
+    return values, _f32(m / limit)
+
+
+def quantize_i8(matrix: Sequence[float], d: int) -> tuple[list[int], list[float]]:
+    """Row-wise int8 quantization: the values (row-major) and one scale per row (NaN for a
+    row holding a NaN or an infinity, 0 for a row of zeros)."""
+    values: list[int] = []
+    scales: list[float] = []
+    for i in range(len(matrix) // d):
+        v, s = _quantize(matrix[i * d : (i + 1) * d], 127)
+        values.extend(v)
+        scales.append(s)
+    return values, scales
+
+
+def quantize_i16(vector: Sequence[float]) -> tuple[list[int], float]:
+    """The int16 quantization of a query vector and its scale."""
+    return _quantize(vector, 32767)
+
+
+def top_k_i8(
+    query: Sequence[float],
+    qmatrix: Sequence[int],
+    scales: Sequence[float],
+    k: int,
+    allow: Sequence[int] | bytes | None = None,
+) -> list[tuple[int, float]]:
+    """The k best rows by the quantized score (float32 of
+    (exact integer dot * row scale) * query scale), NaN scores skipped, ties to the lower
+    row."""
+    q, qscale = quantize_i16(query)
+    d = len(q)
+    scored: list[tuple[int, float]] = []
+    for i, s in enumerate(scales):
+        if allow is not None and not allow[i]:
+            continue
+        if math.isnan(s):
+            continue
+        row = qmatrix[i * d : (i + 1) * d]
+        dot = sum(a * b for a, b in zip(q, row, strict=True))
+        value = _f32((float(dot) * s) * qscale)
+        if not math.isnan(value):
+            scored.append((i, value))
     scored.sort(key=lambda item: (-item[1], item[0]))
     return scored[: max(k, 0)]
 

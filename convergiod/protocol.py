@@ -11,8 +11,6 @@ A client sends ``Request`` (and ``Cancel``); for each request the daemon sends z
 This module imports nothing heavier than msgspec: the CLI imports it on every command.
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -335,6 +333,55 @@ class TaskResume(_Base, tag="task.resume"):
 
 OrchestratorOp = Ask | AgentsList | AgentsShow | TaskListOp | TaskShowOp | TaskResume
 
+
+# -- remote access (tenants, paired clients)
+
+Role = Literal["admin", "user"]
+Z85Key = Annotated[str, msgspec.Meta(min_length=40, max_length=40)]
+
+
+class ClientPair(_Base, tag="client.pair"):
+    """Admin: list a client's CURVE public key for the TCP door, in ``tenant`` with ``role``."""
+
+    name: Name
+    public_key: Z85Key
+    tenant: Name = "local"
+    role: Role = "user"
+
+
+class ClientsList(_Base, tag="clients.list"):
+    """Admin: the paired clients."""
+
+
+class ClientRevoke(_Base, tag="client.revoke"):
+    """Admin: unlist a client; its open connections get no further reply."""
+
+    name: Name
+
+
+class TenantAdd(_Base, tag="tenant.add"):
+    """Admin: a new tenant, with optional limits (0: the ``gateway.tenant_*`` defaults) and
+    the directories its tools may use as workspaces."""
+
+    name: Name
+    rate: Annotated[float, msgspec.Meta(ge=0, le=1e6)] = 0.0
+    burst: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
+    max_in_flight: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
+    roots: list[str] = []
+
+
+class TenantList(_Base, tag="tenant.list"):
+    """Admin: the tenants."""
+
+
+class TenantRemove(_Base, tag="tenant.remove"):
+    """Admin: remove a tenant and revoke its clients (its data stays on disk)."""
+
+    name: Name
+
+
+AccessOp = ClientPair | ClientsList | ClientRevoke | TenantAdd | TenantList | TenantRemove
+
 Op = (
     Ping
     | Status
@@ -347,6 +394,7 @@ Op = (
     | RouterOp
     | PluginOp
     | OrchestratorOp
+    | AccessOp
 )
 
 
@@ -807,6 +855,47 @@ class TaskDetail(_Base, tag="task_detail"):
 
 OrchestratorResult = Answer | AgentsReply | AgentDetail | TasksReply | TaskDetail
 
+
+# -- remote access results
+
+
+class ClientPaired(_Base, tag="client.paired"):
+    name: str
+    tenant: str
+    role: Role
+    #: The TCP door's endpoint as bound (empty while ``gateway.tcp`` is off).
+    endpoint: str
+    server_key: str
+
+
+class ClientEntry(_Base, tag="client"):
+    name: str
+    tenant: str
+    role: Role
+    public_key: str
+    created: float
+
+
+class ClientsReply(_Base, tag="clients"):
+    clients: list[ClientEntry]
+
+
+class TenantEntry(_Base, tag="tenant"):
+    name: str
+    created: float
+    rate: float
+    burst: int
+    max_in_flight: int
+    roots: list[str] = []
+    clients: int = 0
+
+
+class TenantsReply(_Base, tag="tenants"):
+    tenants: list[TenantEntry]
+
+
+AccessResult = ClientPaired | ClientsReply | TenantsReply
+
 ResultBody = (
     Pong
     | StatusReply
@@ -817,6 +906,7 @@ ResultBody = (
     | RouterResult
     | PluginResult
     | OrchestratorResult
+    | AccessResult
 )
 
 

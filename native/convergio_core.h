@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CV_ABI_VERSION 2
+#define CV_ABI_VERSION 3
 
 #define CV_OK 0
 #define CV_EINVAL (-1)
@@ -76,5 +76,33 @@ int cv_topk(const void *query, const void *matrix, size_t n, size_t d,
 
 /* The score cv_topk gives one row (same arithmetic, same order). NaN for a bad metric. */
 float cv_score(const void *query, const void *row, size_t d, int metric);
+
+/* cv_topk over the m listed rows of the matrix only (indices in [0, n), distinct; in any
+ * order): the same scores, NaN rule, selection and order as cv_topk with an allow mask
+ * holding exactly those rows. CV_EINVAL also for an index out of range. */
+int cv_topk_rows(const void *query, const void *matrix, size_t n, size_t d,
+                 const int64_t *rows, size_t m, int metric, size_t k, int64_t *out_idx,
+                 float *out_score, size_t *out_count);
+
+/* ---- quantized (int8) preselection (quant.c) ------------------------------------------- */
+
+/* Quantizes each of the n rows of the row-major n x d float32 `matrix` to int8 with one
+ * float32 scale per row (out: n x d int8; out_scale: n floats, any alignment): a row is
+ * approximately out[i*d..] * out_scale[i]. A row of zeros gets scale 0; a row holding a NaN
+ * or an infinity gets scale NaN (and zeros), so cv_topk_i8 never selects it. See quant.c for
+ * the exact rounding. CV_EINVAL for d == 0 or a NULL pointer when n > 0. */
+int cv_quantize_i8(const void *matrix, size_t n, size_t d, int8_t *out, void *out_scale);
+
+/* The same for one query vector of d floats, to int16 (|value| <= 32767). */
+int cv_quantize_i16(const void *vector, size_t d, int16_t *out, float *out_scale);
+
+/* Approximate top-k by inner product over the int8 rows: the exact integer dot product of
+ * the int16 `query` (d values, any alignment) with each row, times the row's scale, times
+ * `query_scale`, rounded to float32. Rows with allow[i] == 0 (allow may be NULL) or a NaN
+ * scale are skipped. Output, count and order as cv_topk. Meant to preselect candidates for
+ * cv_topk_rows. */
+int cv_topk_i8(const void *query, float query_scale, const int8_t *matrix, const void *scale,
+               size_t n, size_t d, const unsigned char *allow, size_t k, int64_t *out_idx,
+               float *out_score, size_t *out_count);
 
 #endif

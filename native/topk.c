@@ -9,15 +9,15 @@
  *   cosine = dot / (sqrtf(q.q) * sqrtf(r.r)), 0 when that denominator is 0.
  * NaN: a row whose score is NaN (a NaN in the row or the query, inf - inf, inf / inf) is
  * never returned, exactly like a row the allow-mask excludes. +-inf scores are kept.
- * Selection: a bounded heap in the caller's output arrays (no allocation), worst entry at
- * the root; "better" means a higher score, or an equal score and a lower row index
- * (-0.0 == 0.0). The heap is then sorted best first.
+ * Selection: the bounded heap of cv_heap.h in the caller's output arrays (no allocation):
+ * a higher score wins, an equal score goes to the lower row index (-0.0 == 0.0).
  * Buffers may have any alignment: every load goes through memcpy.
  */
 #include <math.h>
 #include <string.h>
 
 #include "convergio_core.h"
+#include "cv_heap.h"
 
 /* GCC/Clang vector extensions (SSE2 / NEON); -DCV_NO_VECTOR forces the scalar path. */
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(CV_NO_VECTOR)
@@ -162,66 +162,6 @@ float cv_score(const void *query, const void *row, size_t d, int metric)
     return cosine_from(dot, sqrtf(dot1(q, q, d)), dot1(r, r, d));
 }
 
-static inline int better(float sa, int64_t ia, float sb, int64_t ib)
-{
-    return sa > sb || (sa == sb && ia < ib);
-}
-
-/* Restore the heap (worst at the root) below position i. */
-static void sift_down(int64_t *idx, float *sc, size_t count, size_t i)
-{
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, w = i;
-        if (l < count && better(sc[w], idx[w], sc[l], idx[l])) w = l;
-        if (r < count && better(sc[w], idx[w], sc[r], idx[r])) w = r;
-        if (w == i) return;
-        float ts = sc[i];
-        sc[i] = sc[w];
-        sc[w] = ts;
-        int64_t ti = idx[i];
-        idx[i] = idx[w];
-        idx[w] = ti;
-        i = w;
-    }
-}
-
-static void sift_up(int64_t *idx, float *sc, size_t i)
-{
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        /* parent must be worse than (or equal to) the child */
-        if (!better(sc[p], idx[p], sc[i], idx[i])) return;
-        float ts = sc[i];
-        sc[i] = sc[p];
-        sc[p] = ts;
-        int64_t ti = idx[i];
-        idx[i] = idx[p];
-        idx[p] = ti;
-        i = p;
-    }
-}
-
-typedef struct {
-    int64_t *idx;
-    float *sc;
-    size_t k, count;
-} heap;
-
-static inline void offer(heap *h, float s, int64_t i)
-{
-    if (s != s) return; /* NaN */
-    if (h->count < h->k) {
-        h->idx[h->count] = i;
-        h->sc[h->count] = s;
-        sift_up(h->idx, h->sc, h->count);
-        h->count++;
-    } else if (better(s, i, h->sc[0], h->idx[0])) {
-        h->idx[0] = i;
-        h->sc[0] = s;
-        sift_down(h->idx, h->sc, h->count, 0);
-    }
-}
-
 int cv_topk(const void *query, const void *matrix, size_t n, size_t d,
             const unsigned char *allow, int metric, size_t k, int64_t *out_idx,
             float *out_score, size_t *out_count)
@@ -238,7 +178,7 @@ int cv_topk(const void *query, const void *matrix, size_t n, size_t d,
     const size_t row_bytes = 4 * d;
     const int cosine = metric == CV_METRIC_COSINE;
     const float qn = cosine ? sqrtf(dot1(q, q, d)) : 0.0f;
-    heap h = {out_idx, out_score, k, 0};
+    cv_heap h = {out_idx, out_score, k, 0};
 
     size_t i = 0;
     while (i < n) {
@@ -266,22 +206,64 @@ int cv_topk(const void *query, const void *matrix, size_t n, size_t d,
         } else {
             dot2(q, ra, rb, d, &da, &db);
         }
-        offer(&h, da, (int64_t)i);
-        if (j < n) offer(&h, db, (int64_t)j);
+        cv_offer(&h, da, (int64_t)i);
+        if (j < n) cv_offer(&h, db, (int64_t)j);
         i = j + 1;
     }
 
-    /* heap sort: move the worst to the end repeatedly -> best first */
-    size_t count = h.count;
-    for (size_t end = count; end > 1; end--) {
-        float ts = out_score[0];
-        out_score[0] = out_score[end - 1];
-        out_score[end - 1] = ts;
-        int64_t ti = out_idx[0];
-        out_idx[0] = out_idx[end - 1];
-        out_idx[end - 1] = ti;
-        sift_down(out_idx, out_score, end - 1, 0);
-    }
+    size_t count = cv_heap_sort(&h);
     *out_count = count;
+    return CV_OK;
+}
+
+int cv_topk_rows(const void *query, const void *matrix, size_t n, size_t d,
+                 const int64_t *rows, size_t m, int metric, size_t k, int64_t *out_idx,
+                 float *out_score, size_t *out_count)
+{
+    if (out_count == NULL) return CV_EINVAL;
+    *out_count = 0;
+    if (metric != CV_METRIC_DOT && metric != CV_METRIC_COSINE) return CV_EINVAL;
+    if (d == 0) return CV_EINVAL;
+    if (k > 0 && (out_idx == NULL || out_score == NULL)) return CV_EINVAL;
+    if (m > 0 && (query == NULL || matrix == NULL || rows == NULL)) return CV_EINVAL;
+    for (size_t i = 0; i < m; i++) {
+        if (rows[i] < 0 || (uint64_t)rows[i] >= (uint64_t)n) return CV_EINVAL;
+    }
+    if (k == 0 || m == 0) return CV_OK;
+
+    const unsigned char *q = query, *mat = matrix;
+    const size_t row_bytes = 4 * d;
+    const int cosine = metric == CV_METRIC_COSINE;
+    const float qn = cosine ? sqrtf(dot1(q, q, d)) : 0.0f;
+    cv_heap h = {out_idx, out_score, k, 0};
+
+    for (size_t i = 0; i < m; i += 2) {
+        const size_t ia = (size_t)rows[i];
+        const size_t ib = i + 1 < m ? (size_t)rows[i + 1] : ia;
+#if defined(__GNUC__) || defined(__clang__)
+        /* the rows are scattered: fetch the next pair while this one is scored */
+        if (i + 3 < m) {
+            const unsigned char *na = mat + (size_t)rows[i + 2] * row_bytes;
+            const unsigned char *nb = mat + (size_t)rows[i + 3] * row_bytes;
+            for (size_t off = 0; off < row_bytes; off += 64) {
+                __builtin_prefetch(na + off);
+                __builtin_prefetch(nb + off);
+            }
+        }
+#endif
+        const unsigned char *ra = mat + ia * row_bytes, *rb = mat + ib * row_bytes;
+        float da, db;
+        if (cosine) {
+            float p[4];
+            dotnorm2(q, ra, rb, d, p);
+            da = cosine_from(p[0], qn, p[1]);
+            db = cosine_from(p[2], qn, p[3]);
+        } else {
+            dot2(q, ra, rb, d, &da, &db);
+        }
+        cv_offer(&h, da, (int64_t)ia);
+        if (i + 1 < m) cv_offer(&h, db, (int64_t)ib);
+    }
+    *out_count = cv_heap_sort(&h);
     return CV_OK;
 }

@@ -256,6 +256,150 @@ def test_topk_numpy_inputs() -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# quantized preselection and the exact re-rank over listed rows
+# ---------------------------------------------------------------------------------------
+
+wide_values = st.one_of(f32_values, st.floats(width=32, allow_nan=False, allow_infinity=False))
+
+
+@st.composite
+def quant_cases(draw: st.DrawFn) -> tuple[list[float], list[float], int, bytes | None, int]:
+    d = draw(st.integers(1, 40))
+    n = draw(st.integers(0, 24))
+    pick = draw(st.integers(0, 2))
+    values = (f32_values, wide_values, f32_specials)[pick]
+    query = draw(st.lists(values, min_size=d, max_size=d))
+    matrix = draw(st.lists(values, min_size=n * d, max_size=n * d))
+    k = draw(st.integers(0, n + 3))
+    allow = draw(st.none() | st.binary(min_size=n, max_size=n))
+    offset = draw(st.integers(0, 3))
+    return query, matrix, k, allow, offset
+
+
+def _misaligned(data: bytes, offset: int) -> memoryview:
+    return memoryview(bytearray(offset) + data)[offset:]
+
+
+@SETTINGS
+@given(quant_cases())
+def test_quantize_matches_reference(
+    case: tuple[list[float], list[float], int, bytes | None, int],
+) -> None:
+    query, matrix, _, _, offset = case
+    d = len(query)
+    m = array.array("f", matrix)
+    values, scales = native.quantize(_misaligned(m.tobytes(), offset), d)
+    want_values, want_scales = native_ref.quantize_i8(m, d)
+    assert list(array.array("b", values)) == want_values
+    assert [f32_bits(x) for x in scales] == [f32_bits(x) for x in want_scales]
+    for i, scale in enumerate(scales):  # each value within half a step (or a denormal)
+        if math.isfinite(scale):
+            for j in range(d):
+                x, v = m[i * d + j], array.array("b", values)[i * d + j]
+                assert abs(v * scale - x) <= 0.5001 * scale + 1e-42
+    q16, qscale = native_ref.quantize_i16(query)
+    assert all(-32767 <= v <= 32767 for v in q16)
+    assert math.isnan(qscale) == any(not math.isfinite(native_ref._f32(x)) for x in query)
+
+
+@SETTINGS
+@given(quant_cases())
+def test_topk_i8_matches_reference(
+    case: tuple[list[float], list[float], int, bytes | None, int],
+) -> None:
+    query, matrix, k, allow, offset = case
+    d = len(query)
+    m = array.array("f", matrix)
+    qm, scales = native.quantize(m, d)
+    raw_scales = _misaligned(scales.tobytes(), offset)
+    got = native.top_k_i8(
+        array.array("f", query), _misaligned(qm, offset), raw_scales, k, allow=allow
+    )
+    ref_values, ref_scales = native_ref.quantize_i8(m, d)
+    want = native_ref.top_k_i8(query, ref_values, ref_scales, k, allow)
+    assert [i for i, _ in got] == [i for i, _ in want]
+    assert [f32_bits(s) for _, s in got] == [f32_bits(s) for _, s in want]
+
+
+@SETTINGS
+@given(quant_cases(), st.randoms(use_true_random=False))
+def test_topk_rows_matches_reference(
+    case: tuple[list[float], list[float], int, bytes | None, int], rnd: object
+) -> None:
+    query, matrix, k, _, offset = case
+    d = len(query)
+    n = len(matrix) // d
+    rows = list(range(n))
+    rnd.shuffle(rows)  # type: ignore[attr-defined]
+    rows = rows[: rnd.randint(0, n)]  # type: ignore[attr-defined]
+    m = array.array("f", matrix)
+    for metric in ("dot", "cosine"):
+        got = native.top_k_rows(query, _misaligned(m.tobytes(), offset), rows, k, metric=metric)  # type: ignore[arg-type]
+        want = native_ref.top_k_rows(query, m, rows, k, metric)
+        assert [i for i, _ in got] == [i for i, _ in want]
+        assert [f32_bits(s) for _, s in got] == [f32_bits(s) for _, s in want]
+
+
+@SETTINGS
+@given(quant_cases(), st.integers(1, 30))
+def test_topk_quantized_is_exact_top_k(
+    case: tuple[list[float], list[float], int, bytes | None, int], candidates: int
+) -> None:
+    """Exact float32 scores always; with every row a candidate, exactly top_k."""
+    query, matrix, k, allow, _ = case
+    d = len(query)
+    finite = [x if math.isfinite(x) else 0.0 for x in matrix]
+    m = array.array("f", finite)
+    qm, scales = native.quantize(m, d)
+    q = [x if math.isfinite(x) else 0.0 for x in query]
+    got = native.top_k_quantized(q, m, qm, scales, k, candidates=candidates, allow=allow)
+    for i, s in got:
+        assert f32_bits(native.score(q, m[i * d : (i + 1) * d])) == f32_bits(s)
+        assert allow is None or allow[i]
+    assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+    n = len(m) // d
+    if candidates >= n:
+        want = native.top_k(q, m, k, allow=allow)
+        assert got == want
+
+
+def test_topk_quantized_finds_the_exact_top_k_of_embeddings() -> None:
+    texts_ = [
+        f"note {i}: the {w} of topic {i % 13} and item {i % 7}"
+        for i, w in enumerate(["river", "budget", "garden", "server", "python", "report"] * 40)
+    ]
+    d = 64
+    matrix = array.array("f")
+    for t in texts_:
+        matrix.extend(native.embed(t, d))
+    qm, scales = native.quantize(matrix, d)
+    for t in ["river topic 3", "budget item 5", "python server", texts_[17]]:
+        q = native.embed(t, d)
+        want = native.top_k(q, matrix, 10)
+        assert native.top_k_quantized(q, matrix, qm, scales, 10, candidates=64) == want
+
+
+def test_quantized_examples() -> None:
+    m = array.array("f", [1, 0, 0, 1, 0.5, 0.5, -1, 0, 0, 0, math.inf, 1])
+    qm, scales = native.quantize(m, 2)
+    assert list(array.array("b", qm)) == [127, 0, 0, 127, 127, 127, -127, 0, 0, 0, 0, 0]
+    assert scales[:5].tolist() == [scales[0]] * 2 + [scales[0] / 2, scales[0], 0.0]
+    assert math.isnan(scales[5])
+    got = native.top_k_i8([1.0, 0.25], qm, scales, 10)
+    assert [i for i, _ in got] == [0, 2, 1, 4, 3]  # row 5 (inf) never; row 4 (zeros) scores 0
+    assert native.top_k_rows([1.0, 0.25], m, [3, 1], 5) == [(1, 0.25), (3, -1.0)]
+    assert native.top_k_quantized([1.0, 0.25], m, qm, scales, 2, candidates=1) == [
+        (0, 1.0),
+        (2, 0.625),
+    ]
+    assert native.top_k_i8([1.0, 0.0], b"", array.array("f"), 3) == []
+    assert native.top_k_i8([math.nan, 1.0], qm, scales, 3) == []  # a NaN query: nothing
+    out, sc = bytearray(4), array.array("f", [0.0, 0.0])
+    assert native.quantize_into(array.array("f", [2, -4, 0, 0]), 2, out, sc) == 2
+    assert list(array.array("b", out)) == [64, -127, 0, 0] and sc[1] == 0.0
+
+
+# ---------------------------------------------------------------------------------------
 # argument validation
 # ---------------------------------------------------------------------------------------
 
@@ -287,6 +431,39 @@ def test_topk_numpy_inputs() -> None:
         (lambda: native.top_k([1.0], b"\0" * 8, 1, allow=b"\1"), ValueError, "allow has 1"),
         (lambda: native.top_k([1.0], b"\0" * 8, 1, allow=3), TypeError, "allow"),
         (lambda: native.score([1.0], [1.0, 2.0]), ValueError, "row has 2 floats"),
+        (lambda: native.top_k_i8([1.0], b"\0" * 2, b"\0" * 4, 1), ValueError, "scales holds 1"),
+        (lambda: native.top_k_i8([1.0, 1.0], b"\0" * 3, b"", 1), ValueError, "not a multiple"),
+        (lambda: native.top_k_i8([1.0], array.array("f", [1.0]), b"", 1), TypeError, "int8"),
+        (lambda: native.top_k_i8([1.0], b"\0", b"\0" * 4, 1, allow=b""), ValueError, "allow"),
+        (lambda: native.top_k_rows([1.0], b"\0" * 8, [2], 1), ValueError, "out of range"),
+        (lambda: native.top_k_rows([1.0], b"\0" * 8, [1, 1], 1), ValueError, "distinct"),
+        (lambda: native.top_k_rows([1.0], b"\0" * 8, [0.0], 1), TypeError, "ints"),
+        (
+            lambda: native.quantize_into(b"\0" * 8, 2, bytearray(1), bytearray(4)),
+            ValueError,
+            "out has",
+        ),
+        (lambda: native.quantize_into(b"\0" * 8, 2, b"\0\0", bytearray(4)), TypeError, "writable"),
+        (
+            lambda: native.quantize_into(b"\0" * 8, 2, bytearray(2), bytearray(8)),
+            ValueError,
+            "scales",
+        ),
+        (
+            lambda: native.quantize_into(b"\0" * 8, 3, bytearray(2), bytearray(4)),
+            ValueError,
+            "multiple of dim",
+        ),
+        (
+            lambda: native.top_k_quantized([1.0], b"\0" * 4, b"\0" * 2, b"\0" * 8, 1, candidates=4),
+            ValueError,
+            "qmatrix has 2 rows",
+        ),
+        (
+            lambda: native.top_k_quantized([1.0], b"\0" * 4, b"\0", b"\0" * 4, 1, candidates=0),
+            ValueError,
+            "candidates must be >= 1",
+        ),
     ],
 )
 def test_bad_arguments(call: object, exc: type[Exception], match: str) -> None:

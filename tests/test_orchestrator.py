@@ -314,3 +314,18 @@ def test_agents_list_and_show_through_the_cli(daemon: DaemonProcess) -> None:
     assert "delegate" in shown["tools"] and shown["limits"]["max_steps"] >= 1
     missing = daemon.cli("agents", "show", "nobody")
     assert missing.returncode == 1 and "not_found" in missing.stderr
+
+
+def test_reload_picks_up_a_new_agent_and_refuses_a_broken_default(daemon: DaemonProcess) -> None:
+    before = json.loads(daemon.cli("agents", "list", "--json").stdout)
+    assert "poet" not in {a["name"] for a in before["agents"]}
+    write_agents(daemon, poet=LOOPER.replace("looper", "poet"))
+    reload = daemon.cli("daemon", "reload")
+    assert reload.returncode == 0, reload.stderr
+    after = json.loads(daemon.cli("agents", "list", "--json").stdout)
+    assert "poet" in {a["name"] for a in after["agents"]}
+    daemon.write_config('[orchestrator]\ndefault_agent = "nobody"\n')
+    refused = daemon.cli("daemon", "reload")
+    assert refused.returncode == 1
+    assert "orchestrator.default_agent" in refused.stderr
+    assert daemon.cli("agents", "show", "poet").returncode == 0

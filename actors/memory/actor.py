@@ -25,6 +25,7 @@ from convergiod.runtime import Actor
 from . import facts, ledger, schema, transfer
 from . import messages as m
 from .store import TenantDB, check_tenant, db_error
+from .writer import Post
 
 log = logging.getLogger("convergiod.memory")
 
@@ -111,6 +112,9 @@ class MemoryActor(Actor):
 
     async def tenant(self, name: str) -> TenantDB:
         """The open database of ``name``, opened (and migrated) on first use."""
+        db = self._tenants.get(name)
+        if db is not None and db.broken is None:
+            return db  # the common case, first
         path = self.path_of(name)
         while True:
             db = self._tenants.get(name)
@@ -156,7 +160,13 @@ class MemoryActor(Actor):
         if not 0.0 <= msg.importance <= 1.0:
             raise OpError("bad_request", "importance must be between 0 and 1")
         now = self.clock()
-        return await db.write(lambda con, post: facts.remember(con, post, msg, now, db.index))
+
+        def one(con: apsw.Connection, post: Post) -> m.Fact:
+            return facts.remember(con, post, msg, now, db.index)
+
+        if msg.supersedes is not None:
+            return await db.write(one)
+        return await db.write(one, group=facts.remember_many, item=(msg, now, db.index))
 
     async def _forget(self, db: TenantDB, msg: m.Forget) -> bool:
         return await db.write(lambda con, post: facts.forget(con, post, msg.id, db.index))
@@ -170,7 +180,8 @@ class MemoryActor(Actor):
             conversation=msg.conversation,
         )
         n = 2 * max(msg.limit, 10)
-        fts = facts.fts_query(msg.query)
+        words = facts.query_words(msg.query)
+        total, last_id = len(db.index), db.index.last_id
         snapshot = db.index.snapshot()
         dim = db.index.dim
         min_similarity = self.config.min_similarity
@@ -186,12 +197,14 @@ class MemoryActor(Actor):
         async def run_keyword() -> None:
             nonlocal keyword
             try:
-                keyword = await db.read(facts.keyword_candidates, fts, filt, n)
+                keyword = await db.read(
+                    facts.keyword_candidates, words, filt, n, db.terms, total, last_id
+                )
             except OpError as exc:
                 errors.append(exc)
 
         async with trio.open_nursery() as nursery:
-            if fts is not None:
+            if words:
                 nursery.start_soon(run_keyword)
             try:
                 similar = await db.read(vector)

@@ -19,7 +19,8 @@ from convergiod.errors import OpError
 from .messages import Fact, Hit, Remember
 from .schema import fact_uid
 from .store import scalar
-from .vectors import Snapshot, VectorIndex
+from .terms import TermStats
+from .vectors import Snapshot, VectorIndex, quantize_row
 from .writer import Post
 
 COLUMNS = "id, text, kind, source, importance, conversation, valid_from, valid_to, access_count"
@@ -62,16 +63,60 @@ def remember(
         )
     uid = fact_uid(msg.text, msg.kind, msg.source, msg.conversation, now)
     row = con.execute(
-        "INSERT INTO facts (text, kind, source, importance, conversation, valid_from, uid,"
-        " embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uid) DO NOTHING"
-        f" RETURNING {COLUMNS}",
+        _INSERT + f" RETURNING {COLUMNS}",
         (msg.text, msg.kind, msg.source, msg.importance, msg.conversation, now, uid, vector),
     ).fetchone()
     if row is None:  # the very same fact at the very same instant: it is already there
         row = con.execute(f"SELECT {COLUMNS} FROM facts WHERE uid = ?", (uid,)).fetchone()
         return to_fact(row)
-    post.append(lambda: index.add(row[0], vector))
+    quantized = quantize_row(vector, index.dim)
+    post.append(lambda: index.add(row[0], vector, quantized))
     return to_fact(row)
+
+
+_INSERT = (
+    "INSERT INTO facts (text, kind, source, importance, conversation, valid_from, uid,"
+    " embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uid) DO NOTHING"
+)
+
+
+def remember_many(
+    con: apsw.Connection, items: list[tuple[Remember, float, VectorIndex]], posts: list[Post]
+) -> list[Fact]:
+    """``remember`` for many new facts (none superseding another) in one multi-row INSERT:
+    the ``Group`` of remembers (see writer.py). Same results as one ``remember`` each."""
+    index = items[0][2]
+    dim = index.dim
+    rows = []
+    for msg, now, _ in items:
+        rows.append(
+            (
+                msg.text,
+                msg.kind,
+                msg.source,
+                msg.importance,
+                msg.conversation,
+                now,
+                fact_uid(msg.text, msg.kind, msg.source, msg.conversation, now),
+                native.embed(msg.text, dim).tobytes(),
+            )
+        )
+    inserted = {
+        r[-1]: r[:-1] for r in con.executemany(_INSERT + f" RETURNING {COLUMNS}, uid", rows)
+    }
+    out: list[Fact] = []
+    added: list[tuple[int, bytes, bytes]] = []
+    for args in rows:
+        uid, vector = args[6], args[7]
+        row = inserted.pop(uid, None)
+        if row is None:  # already there (before, or earlier in this very batch)
+            row = con.execute(f"SELECT {COLUMNS} FROM facts WHERE uid = ?", (uid,)).fetchone()
+        else:
+            added.append((row[0], vector, quantize_row(vector, dim)))
+        out.append(to_fact(row))
+    if added:
+        posts[0].append(lambda: index.add_many(added))
+    return out
 
 
 def forget(con: apsw.Connection, post: Post, fact_id: int, index: VectorIndex) -> bool:
@@ -85,10 +130,17 @@ def forget(con: apsw.Connection, post: Post, fact_id: int, index: VectorIndex) -
 # ----------------------------------------------------------------------------- search
 
 
-def fts_query(text: str) -> str | None:
-    """A safe FTS5 query for any user text: every word quoted, joined by OR (bm25 ranks
-    documents matching more and rarer words first). None when the text has no words."""
-    words = _WORD.findall(text)[:MAX_QUERY_TERMS]
+def query_words(text: str) -> list[str]:
+    """The distinct words of a search text that reach FTS5, in order (at most
+    ``MAX_QUERY_TERMS``)."""
+    return list(dict.fromkeys(_WORD.findall(text)))[:MAX_QUERY_TERMS]
+
+
+def fts_query(text: str | list[str]) -> str | None:
+    """A safe FTS5 query for any user text (or its ``query_words``): every word quoted,
+    joined by OR (bm25 ranks documents matching more and rarer words first). None when the
+    text has no words."""
+    words = query_words(text) if isinstance(text, str) else text
     if not words:
         return None
     return " OR ".join(f'"{w}"' for w in words)
@@ -113,18 +165,106 @@ class Filter:
         return " AND ".join(clauses), params
 
 
-def keyword_candidates(con: apsw.Connection, query: str, filt: Filter, n: int) -> list[Fact]:
-    where, params = filt.sql("f")
-    cols = ", ".join(f"f.{c.strip()}" for c in COLUMNS.split(","))
-    try:
-        rows = con.execute(
-            f"SELECT {cols} FROM facts_fts JOIN facts f ON f.id = facts_fts.rowid"
-            f" WHERE facts_fts MATCH ? AND {where} ORDER BY bm25(facts_fts) LIMIT ?",
-            [query, *params, n],
-        ).fetchall()
-    except apsw.SQLError as exc:  # fts_query() should make this impossible; never a crash
-        raise OpError("bad_request", f"invalid search query: {exc}") from None
-    return [to_fact(r) for r in rows]
+#: Matching facts a keyword search may score (at ~1.5 µs each) before it narrows its plan.
+KEYWORD_BUDGET = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class KeywordPlan:
+    """An FTS5 query and how to rank it: by bm25 (``recency`` False), over the facts with
+    ``id >= low`` only when ``low`` is set (the most recent ones), or newest first."""
+
+    query: str
+    low: int | None = None
+    recency: bool = False
+
+
+def plan_keywords(
+    words: list[str], df: dict[str, int], total: int, last_id: int
+) -> KeywordPlan | None:
+    """Bound a keyword search's work by the document frequencies of its words.
+
+    When the words' facts add up to at most ``KEYWORD_BUDGET``: bm25 over every word (the
+    exact ranking). Otherwise the words in half the facts or more are left out, since bm25
+    gives them a weight of ~0 (the vector side still sees them), and then:
+    - the rarest words whose facts fit the budget are ranked by bm25 over all facts;
+    - if even the rarest word is too common, bm25 ranks the most recent facts only, as many
+      as the budget allows for these words' density;
+    - if every word is in half the facts or more, the newest matching facts come first.
+    """
+    if not words:
+        return None
+    if sum(df.values()) <= KEYWORD_BUDGET:
+        return KeywordPlan(fts_query(words) or "")
+    informative = sorted((w for w in words if 2 * df[w] < total), key=lambda w: df[w])
+    if not informative:
+        return KeywordPlan(fts_query(words) or "", recency=True)
+    rare: list[str] = []
+    postings = 0
+    for w in informative:
+        if postings + df[w] > KEYWORD_BUDGET:
+            break
+        rare.append(w)
+        postings += df[w]
+    if rare:
+        return KeywordPlan(fts_query(rare) or "")
+    density = sum(df[w] for w in informative) / max(total, 1)
+    window = int(KEYWORD_BUDGET / max(density, 1e-9))
+    return KeywordPlan(fts_query(informative) or "", low=max(0, last_id - window))
+
+
+def keyword_candidates(
+    con: apsw.Connection,
+    words: list[str],
+    filt: Filter,
+    n: int,
+    stats: TermStats,
+    total: int,
+    last_id: int,
+) -> list[Fact]:
+    """Up to ``n`` facts passing ``filt`` that match ``words``, best first (see
+    ``plan_keywords``). Asks FTS5 for more while filters leave too few."""
+    df = {w: stats.doc_freq(con, w, total) for w in words}
+    plan = plan_keywords(words, df, total, last_id)
+    if plan is None:
+        return []
+    where, params = filt.sql()
+    order = "rowid DESC" if plan.recency else "rank"
+    low = plan.low
+    m = n
+    while True:
+        window = "" if low is None else " AND rowid >= ?"
+        try:
+            ids = [
+                r[0]
+                for r in con.execute(
+                    f"SELECT rowid FROM facts_fts WHERE facts_fts MATCH ?{window}"
+                    f" ORDER BY {order} LIMIT ?",
+                    [plan.query, *([] if low is None else [low]), m],
+                )
+            ]
+        except apsw.SQLError as exc:  # fts_query() should make this impossible; never a crash
+            raise OpError("bad_request", f"invalid search query: {exc}") from None
+        out: list[Fact] = []
+        if ids:
+            marks = ",".join("?" * len(ids))
+            found = {
+                row[0]: row
+                for row in con.execute(
+                    f"SELECT {COLUMNS} FROM facts WHERE id IN ({marks}) AND {where}",
+                    [*ids, *params],
+                )
+            }
+            out = [to_fact(found[i]) for i in ids if i in found]
+        if len(out) >= n:
+            return out[:n]
+        if len(ids) == m:
+            m *= 4  # the filters took some: ask for more
+        elif low is not None and low > 0:
+            low = max(0, low - 4 * max(last_id - low, 1))  # too few recent matches: widen
+            low = low or None
+        else:
+            return out
 
 
 def vector_candidates(

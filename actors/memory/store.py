@@ -22,8 +22,9 @@ from convergiod.config import MemoryConfig
 from convergiod.errors import OpError
 
 from . import schema
+from .terms import VOCAB_DDL, TermStats
 from .vectors import VectorIndex
-from .writer import WriteFn, Writer
+from .writer import Group, WriteFn, Writer
 
 log = logging.getLogger("convergiod.memory")
 
@@ -80,6 +81,12 @@ def _connect(path: Path, config: MemoryConfig) -> apsw.Connection:
     if config.max_db_mib:
         page = int(con.pragma("page_size"))
         con.pragma("max_page_count", config.max_db_mib * (1 << 20) // page)
+    return con
+
+
+def _connect_reader(path: Path, config: MemoryConfig) -> apsw.Connection:
+    con = _connect(path, config)
+    con.execute(VOCAB_DDL)  # temp schema: before the connection becomes query_only
     return con
 
 
@@ -146,12 +153,13 @@ class TenantDB:
         self.path = path
         self.config = config
         self.index = VectorIndex(config.dim)
+        self.terms = TermStats()
         self.pending_access: dict[int, int] = {}
         self.broken: str | None = None
         self.schema_found = 0
         self.con = _connect(path, config)
         self.writer = Writer(self.con, max_batch=config.max_batch, before_commit=self._flush)
-        self.readers = Readers(lambda: _connect(path, config), config.readers)
+        self.readers = Readers(lambda: _connect_reader(path, config), config.readers)
 
     @classmethod
     def open(cls, tenant: str, path: Path, config: MemoryConfig) -> TenantDB:
@@ -178,6 +186,8 @@ class TenantDB:
                 schema.VERSION,
             )
         self._load_vectors()
+        con.execute(VOCAB_DDL)
+        self.terms.prefill(con, len(self.index))
 
     def _load_vectors(self) -> None:
         """Rebuild the in-memory matrix from the table, re-embedding rows whose stored
@@ -210,10 +220,10 @@ class TenantDB:
 
     # ------------------------------------------------------------------ async API
 
-    async def write(self, fn: WriteFn[T]) -> T:
+    async def write(self, fn: WriteFn[T], *, group: Group | None = None, item: Any = None) -> T:
         self._check()
         try:
-            return await self.writer.write(fn)
+            return await self.writer.write(fn, group=group, item=item)
         except apsw.Error as exc:
             raise self._failed(exc) from exc
 

@@ -29,6 +29,8 @@ from typing import Annotated
 
 import msgspec
 
+from convergiod.validation import describe
+
 NAME_RE = r"^[a-z][a-z0-9_-]{0,39}$"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent.parent / "agents"
 
@@ -88,7 +90,7 @@ def parse(text: str, source: Path) -> AgentDef:
     try:
         front = msgspec.toml.decode(front_text.encode(), type=AgentFront)
     except msgspec.ValidationError as exc:
-        raise AgentError(f"{source}: {_describe(exc)}") from None
+        raise AgentError(f"{source}: {describe(exc)}") from None
     except msgspec.DecodeError as exc:
         raise AgentError(f"{source}: front matter is not valid TOML: {exc}") from None
     prompt = body.strip()
@@ -108,18 +110,6 @@ def parse(text: str, source: Path) -> AgentDef:
         prompt=prompt,
         source=source,
     )
-
-
-def _describe(exc: msgspec.ValidationError) -> str:
-    text = str(exc)
-    message, sep, where = text.rpartition(" - at `")
-    if not sep:
-        message, where = text, "$"
-    key = where.rstrip("`").removeprefix("$").lstrip(".")
-    if message.startswith("Object contains unknown field"):
-        field = message.split("`")[1] if "`" in message else ""
-        return f"unknown key {(f'{key}.{field}' if key else field)!r}"
-    return f"key {key!r}: {message}" if key else message
 
 
 @dataclass(frozen=True)

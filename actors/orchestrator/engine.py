@@ -46,6 +46,9 @@ Emit = Callable[[protocol.EventBody], Awaitable[None]]
 Approve = Callable[[str, str, dict[str, Any], str | None], Awaitable[protocol.ApprovalDecision]]
 
 DELEGATE = "delegate"
+#: Tools that change nothing: their calls may run while the turn that made them is still
+#: being checkpointed (running one twice after a crash is harmless).
+READ_ONLY_TOOLS = frozenset({"fs.read", "fs.list", "fs.glob", "fs.grep", "memory.search"})
 #: Failures of a model call after which the agent's next fallback model is tried.
 FALLBACK_CODES = frozenset({"provider_unavailable", "not_found", "unavailable", "timeout"})
 
@@ -241,10 +244,14 @@ class TaskRun:
         if step.tool_calls:
             # The previous step's tool results must be durable before this turn, which was
             # computed from them; this turn must be durable before its tools run, so that a
-            # resumed task never runs a tool twice. A final turn needs no checkpoint: on
+            # resumed task never runs a tool twice: unless every call is read-only, then the
+            # checkpoint is written while they run. A final turn needs no checkpoint: on
             # resume it is simply asked again.
             await self._flush(path)
-            await self._save(key, "model", step)
+            if all(c.name in READ_ONLY_TOOLS for c in step.tool_calls):
+                self._save_soon(path, key, "model", step)
+            else:
+                await self._save(key, "model", step)
         return step
 
     async def _call_model(
@@ -481,7 +488,7 @@ class TaskRun:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _save_soon(self, path: str, key: str, kind: str, step: ToolStep) -> None:
+    def _save_soon(self, path: str, key: str, kind: str, step: ModelStep | ToolStep) -> None:
         """Write a tool result's checkpoint while the agent goes on to its next model call;
         ``_flush(path)`` waits for it before the agent's next checkpoint."""
         done = trio.Event()

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from convergiod.actors.plugin import schema
+from convergiod.validation import describe
 
 PluginName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 ToolName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
@@ -85,7 +86,7 @@ def parse(data: bytes | str, *, source: str = "plugin.toml") -> Manifest:
     try:
         manifest = msgspec.toml.decode(data, type=Manifest)
     except msgspec.ValidationError as exc:
-        raise ManifestError(f"{source}: {_describe(exc)}") from None
+        raise ManifestError(f"{source}: {describe(exc)}") from None
     except msgspec.DecodeError as exc:
         raise ManifestError(f"{source}: not valid TOML: {exc}") from None
     seen: set[str] = set()
@@ -103,21 +104,3 @@ def parse(data: bytes | str, *, source: str = "plugin.toml") -> Manifest:
     if len(set(guests)) != len(guests):
         raise ManifestError(f"{source}: permissions.dirs: a guest path appears twice")
     return manifest
-
-
-def _describe(exc: msgspec.ValidationError) -> str:
-    """``... - at `$.tools[0]``` becomes ``key tools[0]...`` and unknown fields name the key."""
-    text = str(exc)
-    message, sep, where = text.rpartition(" - at `")
-    if not sep:
-        message, where = text, "$"
-    key = where.rstrip("`").removeprefix("$").lstrip(".")
-    if message.startswith("Object contains unknown field"):
-        field = message.split("`")[1] if "`" in message else ""
-        full = f"{key}.{field}" if key else field
-        return f"unknown key {full!r}"
-    if message.startswith("Object missing required field"):
-        field = message.split("`")[1] if "`" in message else ""
-        full = f"{key}.{field}" if key else field
-        return f"missing key {full!r}"
-    return f"key {key!r}: {message}"

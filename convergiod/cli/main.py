@@ -30,6 +30,9 @@ COMMANDS = {
     "chat": "convergiod.commands.ask:chat",
     "agents": "convergiod.commands.agents:cli",
     "task": "convergiod.commands.task:cli",
+    "pair": "convergiod.commands.pair:cli",
+    "clients": "convergiod.commands.clients:cli",
+    "tenant": "convergiod.commands.tenant:cli",
 }
 
 

@@ -31,6 +31,20 @@ def registry() -> dict[type, Serve]:
         **_router_ops(),
         **_plugin_ops(),
         **_orchestrator_ops(),
+        **_access_ops(),
+    }
+
+
+def _access_ops() -> dict[type, Serve]:
+    from convergiod.commands import clients, pair, tenant
+
+    return {
+        protocol.ClientPair: pair.serve,
+        protocol.ClientsList: clients.serve_list,
+        protocol.ClientRevoke: clients.serve_revoke,
+        protocol.TenantAdd: tenant.serve_add,
+        protocol.TenantList: tenant.serve_list,
+        protocol.TenantRemove: tenant.serve_remove,
     }
 
 

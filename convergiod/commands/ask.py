@@ -104,6 +104,9 @@ async def _run_task(
     tenant = ctx.caller.tenant
     if workspace and not os.path.isabs(workspace):
         raise OpError("bad_request", f"workspace must be an absolute path, got {workspace!r}")
+    from convergiod.security.workspace import tenant_workspace
+
+    workspace = tenant_workspace(daemon, ctx.caller, workspace)
     team = await system.ref("orchestrator").ask(GetTeam())
     name = agent_name or config.default_agent
     agent = team.get(name)

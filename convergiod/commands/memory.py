@@ -128,7 +128,9 @@ async def serve_export(
     daemon: Daemon, ctx: RequestContext, op: protocol.MemoryExport
 ) -> protocol.MemoryTransfer:
     from convergiod.actors.memory import messages as m
+    from convergiod.commands._common import check_admin
 
+    check_admin(ctx.caller.role)  # the path is on the daemon's machine
     done = await _ask(
         daemon,
         m.Export(tenant=ctx.caller.tenant, path=op.path, progress=_progress(ctx)),
@@ -141,7 +143,9 @@ async def serve_import(
     daemon: Daemon, ctx: RequestContext, op: protocol.MemoryImport
 ) -> protocol.MemoryTransfer:
     from convergiod.actors.memory import messages as m
+    from convergiod.commands._common import check_admin
 
+    check_admin(ctx.caller.role)  # the path is on the daemon's machine
     done = await _ask(
         daemon,
         m.Import(tenant=ctx.caller.tenant, path=op.path, progress=_progress(ctx)),
@@ -154,7 +158,9 @@ async def serve_backup(
     daemon: Daemon, ctx: RequestContext, op: protocol.MemoryBackup
 ) -> protocol.MemoryTransfer:
     from convergiod.actors.memory import messages as m
+    from convergiod.commands._common import check_admin
 
+    check_admin(ctx.caller.role)  # the path is on the daemon's machine
     done = await _ask(
         daemon,
         m.Backup(tenant=ctx.caller.tenant, path=op.path, progress=_progress(ctx)),

@@ -56,9 +56,11 @@ async def serve_run(
 
     from convergiod.actors.tool.messages import CancelTool, RunTool
     from convergiod.runtime import ActorError
+    from convergiod.security.workspace import tenant_workspace
 
     cfg = daemon.config.tools
     tenant = ctx.caller.tenant
+    workspace = tenant_workspace(daemon, ctx.caller, op.workspace)
 
     async def approver(tool: str, summary: str, args: dict[str, Any]) -> Any:
         return await ctx.request_approval(
@@ -71,7 +73,7 @@ async def serve_run(
         tenant=tenant,
         name=op.name,
         args=op.args,
-        workspace=op.workspace,
+        workspace=workspace,
         request_id=ctx.id,
         approver=approver,
         timeout=op.timeout,

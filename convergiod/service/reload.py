@@ -81,8 +81,12 @@ def _diff(old: Any, new: Any, prefix: str, out: list[str]) -> None:
         out.append(prefix.rstrip("."))
 
 
+#: Single keys that apply only at the next start (the tcp door is bound once).
+RESTART_ONLY_KEYS: tuple[str, ...] = ("gateway.tcp",)
+
+
 def needs_restart(keys: list[str]) -> list[str]:
-    return [k for k in keys if k.split(".", 1)[0] in RESTART_ONLY]
+    return [k for k in keys if k.split(".", 1)[0] in RESTART_ONLY or k in RESTART_ONLY_KEYS]
 
 
 def reloadable_actors(system: ActorSystem) -> list[str]:

@@ -304,6 +304,183 @@ static void test_topk_random(void)
     }
 }
 
+/* ---- quantized preselection -------------------------------------------------------------- */
+
+static void test_quant_args(void)
+{
+    float m[4] = {1, 2, 3, 4}, sc[2];
+    int8_t q8[4];
+    int16_t q16[2];
+    int64_t idx[2];
+    float out[2];
+    size_t count = 99;
+    CHECK(cv_quantize_i8(m, 2, 0, q8, sc) == CV_EINVAL);
+    CHECK(cv_quantize_i8(NULL, 2, 2, q8, sc) == CV_EINVAL);
+    CHECK(cv_quantize_i8(m, 2, 2, NULL, sc) == CV_EINVAL);
+    CHECK(cv_quantize_i8(m, 2, 2, q8, NULL) == CV_EINVAL);
+    CHECK(cv_quantize_i8(NULL, 0, 2, NULL, NULL) == CV_OK);
+    CHECK(cv_quantize_i16(m, 0, q16, sc) == CV_EINVAL);
+    CHECK(cv_quantize_i16(NULL, 2, q16, sc) == CV_EINVAL);
+    CHECK(cv_topk_i8(q16, 1.0f, q8, sc, 2, 2, NULL, 1, idx, out, NULL) == CV_EINVAL);
+    CHECK(cv_topk_i8(q16, 1.0f, q8, sc, 2, 0, NULL, 1, idx, out, &count) == CV_EINVAL);
+    CHECK(cv_topk_i8(q16, 1.0f, q8, sc, 2, 2, NULL, 1, NULL, out, &count) == CV_EINVAL);
+    CHECK(cv_topk_i8(q16, 1.0f, q8, NULL, 2, 2, NULL, 1, idx, out, &count) == CV_EINVAL);
+    CHECK(cv_topk_i8(q16, 1.0f, NULL, NULL, 0, 2, NULL, 1, idx, out, &count) == CV_OK);
+    CHECK(count == 0);
+    int64_t rows[2] = {0, 2};
+    CHECK(cv_topk_rows(m, m, 2, 2, rows, 2, CV_METRIC_DOT, 2, idx, out, &count) == CV_EINVAL);
+    rows[1] = -1;
+    CHECK(cv_topk_rows(m, m, 2, 2, rows, 2, CV_METRIC_DOT, 2, idx, out, &count) == CV_EINVAL);
+    rows[1] = 1;
+    CHECK(cv_topk_rows(m, m, 2, 2, rows, 2, 5, 2, idx, out, &count) == CV_EINVAL);
+    CHECK(cv_topk_rows(m, m, 2, 2, NULL, 2, CV_METRIC_DOT, 2, idx, out, &count) == CV_EINVAL);
+    CHECK(cv_topk_rows(m, m, 2, 2, rows, 2, CV_METRIC_DOT, 2, idx, out, &count) == CV_OK);
+    CHECK(count == 2 && idx[0] == 1 && idx[1] == 0 && out[0] == 11.0f && out[1] == 5.0f);
+}
+
+static void test_quant_examples(void)
+{
+    /* max 127: the scale is 1 and the values are rounded half to even */
+    float m[12] = {127, 2.5f, 3.5f, -2.5f, 0, 0, 0, 0, 1, NAN, 2, 3};
+    int8_t q8[12];
+    float sc[3];
+    CHECK(cv_quantize_i8(m, 3, 4, q8, sc) == CV_OK);
+    CHECK(sc[0] == 1.0f && q8[0] == 127 && q8[1] == 2 && q8[2] == 4 && q8[3] == -2);
+    CHECK(sc[1] == 0.0f && q8[4] == 0 && q8[7] == 0);
+    CHECK(isnan(sc[2]) && q8[8] == 0 && q8[11] == 0);
+    float inf_row[2] = {INFINITY, 1};
+    CHECK(cv_quantize_i8(inf_row, 1, 2, q8, sc) == CV_OK && isnan(sc[0]));
+    /* the query side: int16 */
+    float qv[3] = {-1.0f, 0.5f, 0.25f};
+    int16_t q16[3];
+    float qs;
+    CHECK(cv_quantize_i16(qv, 3, q16, &qs) == CV_OK);
+    CHECK(q16[0] == -32767 && q16[1] == 16384 && q16[2] == 8192); /* 16383.5 -> 16384 */
+    CHECK(qs == (float)(1.0 / 32767.0));
+    /* selection: rows 0 (scale 1), 1 (zeros: score 0), 2 (NaN: never) */
+    float mm[12] = {127, 2.5f, 3.5f, -2.5f, 0, 0, 0, 0, 1, NAN, 2, 3};
+    CHECK(cv_quantize_i8(mm, 3, 4, q8, sc) == CV_OK);
+    int16_t q[4] = {1, 0, 0, 0};
+    int64_t idx[3];
+    float out[3];
+    size_t count;
+    CHECK(cv_topk_i8(q, 2.0f, q8, sc, 3, 4, NULL, 3, idx, out, &count) == CV_OK);
+    CHECK(count == 2 && idx[0] == 0 && out[0] == 254.0f && idx[1] == 1 && out[1] == 0.0f);
+    unsigned char allow[3] = {0, 1, 1};
+    CHECK(cv_topk_i8(q, 2.0f, q8, sc, 3, 4, allow, 3, idx, out, &count) == CV_OK);
+    CHECK(count == 1 && idx[0] == 1);
+}
+
+/* the same scores in plain integer and double arithmetic */
+static void brute_topk_i8(const int16_t *q, float qs, const int8_t *m, const float *sc, size_t n,
+                          size_t d, const unsigned char *allow, size_t k, int64_t *idx,
+                          float *out, size_t *count)
+{
+    float *all = malloc((n ? n : 1) * sizeof *all);
+    unsigned char *used = calloc(n ? n : 1, 1);
+    for (size_t i = 0; i < n; i++) {
+        int64_t dot = 0;
+        for (size_t j = 0; j < d; j++) dot += (int64_t)q[j] * m[i * d + j];
+        all[i] = (float)(((double)dot * (double)sc[i]) * (double)qs);
+    }
+    *count = 0;
+    while (*count < k) {
+        size_t best = n;
+        for (size_t i = 0; i < n; i++) {
+            if (used[i] || isnan(all[i]) || (allow && !allow[i])) continue;
+            if (best == n || all[i] > all[best]) best = i;
+        }
+        if (best == n) break;
+        used[best] = 1;
+        idx[*count] = (int64_t)best;
+        out[*count] = all[best];
+        (*count)++;
+    }
+    free(all);
+    free(used);
+}
+
+static void test_topk_i8_random(void)
+{
+    uint64_t s = 11;
+    for (int round = 0; round < 200; round++) {
+        size_t n = (size_t)(rng_next(&s) % 40);
+        /* sizes around the vector widths, and a few past the 4096-value partial sums */
+        size_t d = round % 25 == 0 ? 4090 + (size_t)(rng_next(&s) % 4200)
+                                   : 1 + (size_t)(rng_next(&s) % 100);
+        size_t k = (size_t)(rng_next(&s) % 45);
+        size_t off = (size_t)(rng_next(&s) % 4);
+        int extreme = round % 7 == 0; /* every value at the limits: overflow would show */
+        float *m = malloc((n * d + 1) * sizeof *m);
+        float *qf = malloc(d * sizeof *qf);
+        for (size_t i = 0; i < n * d; i++) {
+            m[i] = extreme ? (rng_next(&s) % 2 ? 1.0f : -1.0f) : (float)(int)(rng_float(&s) * 5);
+            if (!extreme && rng_next(&s) % 211 == 0) m[i] = NAN;
+        }
+        for (size_t j = 0; j < d; j++) qf[j] = extreme ? 1.0f : rng_float(&s);
+        /* int8 rows and scales at odd addresses */
+        unsigned char *raw8 = malloc(n * d + off + 1), *rawsc = malloc(4 * n + off + 1);
+        int8_t *q8 = (int8_t *)(raw8 + off);
+        float *sc = malloc((n + 1) * sizeof *sc);
+        CHECK(cv_quantize_i8(m, n, d, q8, rawsc + off) == CV_OK);
+        memcpy(sc, rawsc + off, 4 * n);
+        unsigned char *rawq = malloc(2 * d + off + 1);
+        int16_t *q16 = malloc(d * sizeof *q16);
+        float qs;
+        CHECK(cv_quantize_i16(qf, d, q16, &qs) == CV_OK);
+        memcpy(rawq + off, q16, 2 * d);
+        unsigned char *allow = malloc(n + 1);
+        for (size_t i = 0; i < n; i++) allow[i] = (unsigned char)(rng_next(&s) % 3 != 0);
+        int use_allow = (int)(rng_next(&s) % 2);
+        size_t kk = k ? k : 1;
+        int64_t *idx = malloc(kk * sizeof *idx), *bidx = malloc(kk * sizeof *bidx);
+        float *out = malloc(kk * sizeof *out), *bout = malloc(kk * sizeof *bout);
+        size_t count, bcount;
+        CHECK(cv_topk_i8(rawq + off, qs, q8, rawsc + off, n, d, use_allow ? allow : NULL, k, idx,
+                         out, &count) == CV_OK);
+        brute_topk_i8(q16, qs, q8, sc, n, d, use_allow ? allow : NULL, k, bidx, bout, &bcount);
+        CHECK(count == bcount);
+        for (size_t i = 0; i < count && i < bcount; i++) {
+            CHECK(idx[i] == bidx[i]);
+            CHECK(memcmp(&out[i], &bout[i], 4) == 0);
+        }
+        /* exact re-rank of every candidate equals cv_topk over the same rows */
+        if (count > 0) {
+            size_t k2 = 1 + (size_t)(rng_next(&s) % count);
+            int64_t *ridx = malloc(k2 * sizeof *ridx), *tidx = malloc(k2 * sizeof *tidx);
+            float *rsc = malloc(k2 * sizeof *rsc), *tsc = malloc(k2 * sizeof *tsc);
+            unsigned char *mask = calloc(n, 1);
+            for (size_t i = 0; i < count; i++) mask[idx[i]] = 1;
+            size_t rc, tc;
+            int metric = (int)(rng_next(&s) % 2);
+            CHECK(cv_topk_rows(qf, m, n, d, idx, count, metric, k2, ridx, rsc, &rc) == CV_OK);
+            CHECK(cv_topk(qf, m, n, d, mask, metric, k2, tidx, tsc, &tc) == CV_OK);
+            CHECK(rc == tc);
+            for (size_t i = 0; i < rc && i < tc; i++) {
+                CHECK(ridx[i] == tidx[i]);
+                CHECK(memcmp(&rsc[i], &tsc[i], 4) == 0);
+            }
+            free(ridx);
+            free(tidx);
+            free(rsc);
+            free(tsc);
+            free(mask);
+        }
+        free(m);
+        free(qf);
+        free(raw8);
+        free(rawsc);
+        free(sc);
+        free(rawq);
+        free(q16);
+        free(allow);
+        free(idx);
+        free(bidx);
+        free(out);
+        free(bout);
+    }
+}
+
 /* ---- runner ---------------------------------------------------------------------------- */
 
 typedef struct {
@@ -322,6 +499,9 @@ static const test_case tests[] = {
     {"topk_args", test_topk_args},
     {"topk_ties_nan_mask", test_topk_ties_nan_mask},
     {"topk_random", test_topk_random},
+    {"quant_args", test_quant_args},
+    {"quant_examples", test_quant_examples},
+    {"topk_i8_random", test_topk_i8_random},
 };
 
 int main(void)

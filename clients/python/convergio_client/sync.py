@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import time
 from collections.abc import Iterator
 from types import TracebackType
@@ -14,6 +16,7 @@ from convergio_client.errors import ClientTimeout, DaemonNotRunning, RemoteError
 from convergiod import protocol
 from convergiod.lock import running_pid
 from convergiod.paths import Paths, resolve
+from convergiod.security.connection import ConnectionFile, check_usable, load_connection
 
 
 def configure_dealer(sock: zmq.Socket[Any]) -> None:
@@ -22,6 +25,19 @@ def configure_dealer(sock: zmq.Socket[Any]) -> None:
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
     sock.setsockopt(zmq.SNDHWM, 100_000)
     sock.setsockopt(zmq.RCVHWM, 100_000)
+
+
+def configure_curve(sock: zmq.Socket[Any], conn: ConnectionFile) -> None:
+    """CURVE client keys from a connection file (``convergio pair``): the daemon's key is
+    pinned, so a server without it cannot complete the handshake."""
+    sock.setsockopt(zmq.CURVE_SERVERKEY, conn.server_key.encode("ascii"))
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, conn.public_key.encode("ascii"))
+    sock.setsockopt(zmq.CURVE_SECRETKEY, conn.secret_key.encode("ascii"))
+
+
+def as_connection(connection: ConnectionFile | str | os.PathLike[str]) -> ConnectionFile:
+    conn = connection if isinstance(connection, ConnectionFile) else load_connection(connection)
+    return check_usable(conn)
 
 
 def check_running(paths: Paths) -> int:
@@ -71,7 +87,8 @@ class Stream:
     def cancel(self) -> None:
         if not self._done:
             self._done = True
-            self._client._send(protocol.Cancel(id=self.id))
+            with contextlib.suppress(ClientTimeout):
+                self._client._send(protocol.Cancel(id=self.id))
 
 
 class Client:
@@ -89,7 +106,12 @@ class Client:
         paths: Paths | None = None,
         timeout: float | None = 10.0,
         check: bool = True,
+        connection: ConnectionFile | str | os.PathLike[str] | None = None,
     ) -> None:
+        """``connection``: a connection file (or its path) for the CURVE ``tcp://`` door."""
+        conn = as_connection(connection) if connection is not None else None
+        if conn is not None:
+            endpoint = endpoint or conn.endpoint
         self.paths = paths or resolve()
         self.endpoint = endpoint or self.paths.api_endpoint
         self.timeout = timeout
@@ -98,6 +120,8 @@ class Client:
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._sock: zmq.Socket[Any] = self._ctx.socket(zmq.DEALER)
         configure_dealer(self._sock)
+        if conn is not None:
+            configure_curve(self._sock, conn)
         self._sock.connect(self.endpoint)
         self._ids = itertools.count(int(time.time() * 1000) % 1_000_000 * 1000 + 1)
 
@@ -145,7 +169,14 @@ class Client:
     # ------------------------------------------------------------------ plumbing
 
     def _send(self, msg: protocol.ClientMessage) -> None:
-        self._sock.send(protocol.encode(msg), copy=False)
+        # Never block: a DEALER whose peer is gone (a refused CURVE handshake drops the pipe)
+        # would wait forever for one to come back.
+        try:
+            self._sock.send(protocol.encode(msg), zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            raise ClientTimeout(
+                f"cannot send to {self.endpoint}: no connection (is this client paired?)"
+            ) from None
 
     def _receive(self, request_id: int, timeout: float | None) -> protocol.ServerMessage:
         limit = None if timeout is None else time.monotonic() + timeout

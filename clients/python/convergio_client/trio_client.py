@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -25,9 +26,10 @@ import trio
 import zmq
 
 from convergio_client.errors import ClientTimeout, RemoteError
-from convergio_client.sync import check_running, configure_dealer
+from convergio_client.sync import as_connection, check_running, configure_curve, configure_dealer
 from convergiod import protocol
 from convergiod.paths import Paths, resolve
+from convergiod.security.connection import ConnectionFile
 from convergiod.zmqtrio import TrioSocket, open_socket
 
 log = logging.getLogger("convergio_client")
@@ -150,7 +152,11 @@ async def open_client(
     paths: Paths | None = None,
     timeout: float | None = 10.0,
     check: bool = True,
+    connection: ConnectionFile | str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[AsyncClient]:
+    conn = as_connection(connection) if connection is not None else None
+    if conn is not None:
+        endpoint = endpoint or conn.endpoint
     paths = paths or resolve()
     if check and endpoint is None:
         check_running(paths)
@@ -158,6 +164,8 @@ async def open_client(
     try:
         async with open_socket(ctx, zmq.DEALER) as sock, trio.open_nursery() as nursery:
             configure_dealer(sock.zmq)
+            if conn is not None:
+                configure_curve(sock.zmq, conn)
             sock.zmq.connect(endpoint or paths.api_endpoint)
             client = AsyncClient(sock, timeout)
             nursery.start_soon(client._reader)
