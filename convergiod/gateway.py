@@ -59,6 +59,8 @@ class Caller:
 LOCAL_ADMIN_TENANT = "local"
 #: Messages taken off the socket per scheduler trip of the receive loop.
 BATCH = 256
+#: A streaming handler yields to the scheduler at least once per this many events.
+EMIT_YIELD_EVERY = 64
 
 
 class RequestContext:
@@ -77,10 +79,18 @@ class RequestContext:
         self._seq = 0
 
     async def emit(self, body: EventBody) -> None:
+        """Send one event. It goes out without a trip through the scheduler when the socket
+        takes it at once (a ROUTER always does: it drops for a client whose queue is full);
+        every ``EMIT_YIELD_EVERY`` events the task yields anyway, so a handler that emits in
+        a tight loop cannot starve the others."""
         if self._entry.silent:  # the client was revoked: not one more frame
             return
         self._seq += 1
-        await self._gateway.send(self.ident, protocol.Event(id=self.id, seq=self._seq, body=body))
+        msg = protocol.Event(id=self.id, seq=self._seq, body=body)
+        if self._seq % EMIT_YIELD_EVERY and self._gateway.send_now(self.ident, msg):
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return
+        await self._gateway.send(self.ident, msg)
 
     async def request_approval(
         self,
@@ -244,6 +254,14 @@ class Gateway:
             await self.router.send_multipart((ident, protocol.encode(msg)))
         except trio.ClosedResourceError:
             log.debug("reply to a closed socket dropped")
+
+    def send_now(self, ident: bytes, msg: protocol.ServerMessage) -> bool:
+        """Send without yielding if the socket takes it now; ``False`` if it did not (or the
+        socket is closed, in which case the frame is dropped)."""
+        try:
+            return self.router.try_send_multipart((ident, protocol.encode(msg)))
+        except trio.ClosedResourceError:
+            return True
 
     def _reply(self, ident: bytes, msg: protocol.ServerMessage) -> None:
         """Send from the receive loop without yielding; if the socket will not take the
