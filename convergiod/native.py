@@ -34,10 +34,12 @@ __all__ = [
     "DEFAULT_DIM",
     "Metric",
     "embed",
+    "embed_bytes",
     "embed_into",
     "estimate_tokens",
     "quantize",
     "quantize_into",
+    "quantize_row",
     "score",
     "top_k",
     "top_k_i8",
@@ -213,6 +215,20 @@ def embed(text: Text, dim: int = DEFAULT_DIM) -> array.array[float]:
     return out
 
 
+def embed_bytes(text: str, dim: int = DEFAULT_DIM) -> bytes:
+    """``embed(text, dim).tobytes()`` for a ``str``, with less overhead (a hot path of the
+    memory actor)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, not {type(text).__name__}")
+    dim = _check_int(dim, "dim", 1)
+    if dim > MAX_DIM:
+        raise ValueError(f"dim must be <= {MAX_DIM}, got {dim}")
+    data = text.encode("utf-8", "surrogatepass")
+    out = bytearray(4 * dim)
+    lib.cv_embed(data, len(data), ffi.from_buffer(out), dim)
+    return bytes(out)
+
+
 def score(query: FloatVector, row: FloatVector, metric: Metric = "dot") -> float:
     """The float32 similarity of two vectors of the same length, as :func:`top_k` scores."""
     m = _check_metric(metric)
@@ -308,6 +324,20 @@ def quantize_into(matrix: Buffer, dim: int, out: Buffer, scales: Buffer) -> int:
     if rc != lib.CV_OK:  # pragma: no cover - arguments were validated above
         raise ValueError(f"cv_quantize_i8 rejected its arguments (code {rc})")
     return n
+
+
+def quantize_row(vector: bytes) -> bytes:
+    """One float32 row (raw bytes, d floats) quantized as :func:`quantize_into` does: its d
+    int8 values followed by its float32 scale (d + 4 bytes)."""
+    if not isinstance(vector, bytes):
+        raise TypeError(f"vector must be bytes, not {type(vector).__name__}")
+    if not vector or len(vector) % 4:
+        raise ValueError(f"vector has {len(vector)} bytes, not a positive multiple of 4")
+    d = len(vector) // 4
+    out = bytearray(d + 4)
+    dst = ffi.from_buffer("unsigned char[]", out, require_writable=True)
+    lib.cv_quantize_i8(vector, 1, d, ffi.cast("int8_t *", dst), dst + d)
+    return bytes(out)
 
 
 def quantize(matrix: Buffer, dim: int) -> tuple[bytes, array.array[float]]:

@@ -379,6 +379,15 @@ def test_topk_quantized_finds_the_exact_top_k_of_embeddings() -> None:
         assert native.top_k_quantized(q, matrix, qm, scales, 10, candidates=64) == want
 
 
+@SETTINGS
+@given(texts, st.sampled_from([1, 8, 384]))
+def test_hot_path_helpers_match(text: str, dim: int) -> None:
+    vector = native.embed_bytes(text, dim)
+    assert vector == native.embed(text, dim).tobytes()
+    values, scales = native.quantize(vector, dim)
+    assert native.quantize_row(vector) == values + scales.tobytes()
+
+
 def test_quantized_examples() -> None:
     m = array.array("f", [1, 0, 0, 1, 0.5, 0.5, -1, 0, 0, 0, math.inf, 1])
     qm, scales = native.quantize(m, 2)
@@ -431,6 +440,11 @@ def test_quantized_examples() -> None:
         (lambda: native.top_k([1.0], b"\0" * 8, 1, allow=b"\1"), ValueError, "allow has 1"),
         (lambda: native.top_k([1.0], b"\0" * 8, 1, allow=3), TypeError, "allow"),
         (lambda: native.score([1.0], [1.0, 2.0]), ValueError, "row has 2 floats"),
+        (lambda: native.embed_bytes(b"x"), TypeError, "text must be str"),
+        (lambda: native.embed_bytes("x", 0), ValueError, "dim must be >= 1"),
+        (lambda: native.quantize_row(bytearray(4)), TypeError, "vector must be bytes"),
+        (lambda: native.quantize_row(b"\0" * 6), ValueError, "multiple of 4"),
+        (lambda: native.quantize_row(b""), ValueError, "multiple of 4"),
         (lambda: native.top_k_i8([1.0], b"\0" * 2, b"\0" * 4, 1), ValueError, "scales holds 1"),
         (lambda: native.top_k_i8([1.0, 1.0], b"\0" * 3, b"", 1), ValueError, "not a multiple"),
         (lambda: native.top_k_i8([1.0], array.array("f", [1.0]), b"", 1), TypeError, "int8"),

@@ -25,7 +25,6 @@ from convergiod.runtime import Actor
 from . import facts, ledger, schema, transfer
 from . import messages as m
 from .store import TenantDB, check_tenant, db_error
-from .writer import Post
 
 log = logging.getLogger("convergiod.memory")
 
@@ -160,16 +159,15 @@ class MemoryActor(Actor):
         if not 0.0 <= msg.importance <= 1.0:
             raise OpError("bad_request", "importance must be between 0 and 1")
         now = self.clock()
-
-        def one(con: apsw.Connection, post: Post) -> m.Fact:
-            return facts.remember(con, post, msg, now, db.index)
-
-        if msg.supersedes is not None:
-            return await db.write(one)
-        return await db.write(one, group=facts.remember_many, item=(msg, now, db.index))
+        return await db.write(
+            lambda con, post: facts.remember(con, post, msg, now, db.index),
+            atomic=msg.supersedes is None,
+        )
 
     async def _forget(self, db: TenantDB, msg: m.Forget) -> bool:
-        return await db.write(lambda con, post: facts.forget(con, post, msg.id, db.index))
+        return await db.write(
+            lambda con, post: facts.forget(con, post, msg.id, db.index), atomic=True
+        )
 
     async def _search(self, db: TenantDB, msg: m.Search) -> list[m.Hit]:
         _check_text(msg.query, "query", self.config.max_fact_bytes)

@@ -20,7 +20,7 @@ from .messages import Fact, Hit, Remember
 from .schema import fact_uid
 from .store import scalar
 from .terms import TermStats
-from .vectors import Snapshot, VectorIndex, quantize_row
+from .vectors import Snapshot, VectorIndex
 from .writer import Post
 
 COLUMNS = "id, text, kind, source, importance, conversation, valid_from, valid_to, access_count"
@@ -52,7 +52,11 @@ def to_fact(row: Any) -> Fact:
 def remember(
     con: apsw.Connection, post: Post, msg: Remember, now: float, index: VectorIndex
 ) -> Fact:
-    vector = native.embed(msg.text, index.dim).tobytes()
+    """Store a fact. Without ``supersedes`` it changes the database with one statement, the
+    last thing that can fail: an ``atomic`` write (see writer.py)."""
+    vector = native.embed_bytes(msg.text, index.dim)
+    quantized = native.quantize_row(vector)
+    uid = fact_uid(msg.text, msg.kind, msg.source, msg.conversation, now)
     if msg.supersedes is not None:
         old = con.execute("SELECT valid_to FROM facts WHERE id = ?", (msg.supersedes,)).fetchone()
         if old is None:
@@ -61,7 +65,6 @@ def remember(
             "UPDATE facts SET valid_to = ? WHERE id = ? AND valid_to IS NULL",
             (now, msg.supersedes),
         )
-    uid = fact_uid(msg.text, msg.kind, msg.source, msg.conversation, now)
     row = con.execute(
         _INSERT + f" RETURNING {COLUMNS}",
         (msg.text, msg.kind, msg.source, msg.importance, msg.conversation, now, uid, vector),
@@ -69,8 +72,8 @@ def remember(
     if row is None:  # the very same fact at the very same instant: it is already there
         row = con.execute(f"SELECT {COLUMNS} FROM facts WHERE uid = ?", (uid,)).fetchone()
         return to_fact(row)
-    quantized = quantize_row(vector, index.dim)
-    post.append(lambda: index.add(row[0], vector, quantized))
+    fid = row[0]
+    post.append(lambda: index.add(fid, vector, quantized))
     return to_fact(row)
 
 
@@ -80,46 +83,8 @@ _INSERT = (
 )
 
 
-def remember_many(
-    con: apsw.Connection, items: list[tuple[Remember, float, VectorIndex]], posts: list[Post]
-) -> list[Fact]:
-    """``remember`` for many new facts (none superseding another) in one multi-row INSERT:
-    the ``Group`` of remembers (see writer.py). Same results as one ``remember`` each."""
-    index = items[0][2]
-    dim = index.dim
-    rows = []
-    for msg, now, _ in items:
-        rows.append(
-            (
-                msg.text,
-                msg.kind,
-                msg.source,
-                msg.importance,
-                msg.conversation,
-                now,
-                fact_uid(msg.text, msg.kind, msg.source, msg.conversation, now),
-                native.embed(msg.text, dim).tobytes(),
-            )
-        )
-    inserted = {
-        r[-1]: r[:-1] for r in con.executemany(_INSERT + f" RETURNING {COLUMNS}, uid", rows)
-    }
-    out: list[Fact] = []
-    added: list[tuple[int, bytes, bytes]] = []
-    for args in rows:
-        uid, vector = args[6], args[7]
-        row = inserted.pop(uid, None)
-        if row is None:  # already there (before, or earlier in this very batch)
-            row = con.execute(f"SELECT {COLUMNS} FROM facts WHERE uid = ?", (uid,)).fetchone()
-        else:
-            added.append((row[0], vector, quantize_row(vector, dim)))
-        out.append(to_fact(row))
-    if added:
-        posts[0].append(lambda: index.add_many(added))
-    return out
-
-
 def forget(con: apsw.Connection, post: Post, fact_id: int, index: VectorIndex) -> bool:
+    """Delete a fact: one statement (its trigger updates the keyword index), ``atomic``."""
     con.execute("DELETE FROM facts WHERE id = ?", (fact_id,))
     if con.changes() == 0:
         return False

@@ -129,13 +129,14 @@ CREATE TABLE task_steps (
 """
 
 
+#: ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))``, made once (json.dumps
+#: builds an encoder per call for non-default arguments).
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def fact_uid(text: str, kind: str, source: str, conversation: str | None, valid_from: float) -> str:
     """The stable content id of a fact: what export/import key on (import twice adds nothing)."""
-    canonical = json.dumps(
-        [text, kind, source, conversation, repr(float(valid_from))],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    canonical = _CANONICAL.encode([text, kind, source, conversation, repr(float(valid_from))])
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -24,7 +24,7 @@ from convergiod.errors import OpError
 from . import schema
 from .terms import VOCAB_DDL, TermStats
 from .vectors import VectorIndex
-from .writer import Group, WriteFn, Writer
+from .writer import WriteFn, Writer
 
 log = logging.getLogger("convergiod.memory")
 
@@ -220,10 +220,10 @@ class TenantDB:
 
     # ------------------------------------------------------------------ async API
 
-    async def write(self, fn: WriteFn[T], *, group: Group | None = None, item: Any = None) -> T:
+    async def write(self, fn: WriteFn[T], *, atomic: bool = False) -> T:
         self._check()
         try:
-            return await self.writer.write(fn, group=group, item=item)
+            return await self.writer.write(fn, atomic=atomic)
         except apsw.Error as exc:
             raise self._failed(exc) from exc
 
@@ -247,6 +247,8 @@ class TenantDB:
 
     def close(self) -> None:
         """Blocking: flush pending access counts and close every connection."""
+        if not self.writer.wait_idle(30.0):
+            log.warning("tenant %s: the writer is still busy; closing anyway", self.tenant)
         try:
             if self.pending_access and self.broken is None:
                 with self.con:

@@ -181,7 +181,7 @@ def _insert_chunk(
     added = 0
     dim = db.index.dim
     for r in chunk:
-        vector = native.embed(r["text"], dim).tobytes()
+        vector = native.embed_bytes(r["text"], dim)
         row = con.execute(
             "INSERT INTO facts (uid, text, kind, source, importance, conversation, valid_from,"
             " valid_to, access_count, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -202,7 +202,8 @@ def _insert_chunk(
         if row is not None:
             added += 1
             fid = int(row[0])
-            post.append(lambda fid=fid, vector=vector: db.index.add(fid, vector))  # type: ignore[misc]
+            quantized = native.quantize_row(vector)
+            post.append(lambda f=fid, v=vector, q=quantized: db.index.add(f, v, q))  # type: ignore[misc]
     return added
 
 

@@ -31,15 +31,6 @@ MIN_CANDIDATES = 1024
 CANDIDATES_PER_ROW = 16
 
 
-def quantize_row(vector: bytes, dim: int) -> bytes:
-    """The int8 values of one float32 row followed by its float32 scale (``dim + 4`` bytes),
-    as ``VectorIndex.add`` stores them."""
-    out = bytearray(dim + 4)
-    view = memoryview(out)
-    native.quantize_into(vector, dim, view[:dim], view[dim:])
-    return bytes(out)
-
-
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """A consistent view for one search: ``n`` rows of ``matrix`` (and of its int8 copy
@@ -111,7 +102,7 @@ class VectorIndex:
 
     def add(self, fact_id: int, vector: bytes, quantized: bytes | None = None) -> None:
         """Append (or replace) the row of ``fact_id``. ``quantized``, when given, is
-        ``quantize_row(vector)`` computed beforehand (e.g. off the event loop)."""
+        ``native.quantize_row(vector)`` computed beforehand (e.g. off the event loop)."""
         rb, dim = self._row_bytes, self.dim
         if len(vector) != rb:
             raise ValueError(f"vector of {len(vector)} bytes, expected {rb}")
@@ -122,7 +113,7 @@ class VectorIndex:
             self._grow(self._capacity * 2)
         self._buf[n * rb : (n + 1) * rb] = vector
         if quantized is None:
-            quantized = quantize_row(vector, dim)
+            quantized = native.quantize_row(vector)
         elif len(quantized) != dim + 4:
             raise ValueError(f"quantized row of {len(quantized)} bytes, expected {dim + 4}")
         self._q8[n * dim : (n + 1) * dim] = quantized[:dim]
@@ -131,11 +122,6 @@ class VectorIndex:
         self._ids.append(fact_id)
         self._rows[fact_id] = n
         self._snapshot = None
-
-    def add_many(self, rows: list[tuple[int, bytes, bytes]]) -> None:
-        """``add`` for many ``(fact_id, vector, quantized)`` rows."""
-        for fact_id, vector, quantized in rows:
-            self.add(fact_id, vector, quantized)
 
     def remove(self, fact_id: int) -> bool:
         row = self._rows.pop(fact_id, None)
