@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -38,3 +38,22 @@ def check_admin(role: str) -> None:
 
     if role != "admin":
         raise OpError("forbidden", "this operation needs the admin role")
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart; the first row is the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def call_ack(op: protocol.Op, as_json: bool, timeout: float) -> None:
+    """Run an op whose result is an ``ack`` and print it."""
+    with client(timeout) as c:
+        reply = c.call(op)
+    assert isinstance(reply, protocol.Ack)
+    if as_json:
+        print_json(reply)
+    else:
+        click.echo(reply.message)

@@ -8,10 +8,9 @@ import click
 
 from convergiod import protocol
 from convergiod.commands._common import (
+    call_ack,
     check_admin,
-    client,
     json_option,
-    print_json,
     timeout_option,
 )
 
@@ -41,22 +40,13 @@ def cli() -> None:
     """Restart or kill an actor (admin)."""
 
 
-def _run(op: protocol.Op, as_json: bool, timeout: float) -> None:
-    with client(timeout) as c:
-        ack = c.call(op)
-    if as_json:
-        print_json(ack)
-    else:
-        click.echo(ack.message)
-
-
 @cli.command()
 @click.argument("name")
 @json_option
 @timeout_option
 def restart(name: str, as_json: bool, timeout: float) -> None:
     """Gracefully restart actor NAME (its mailbox is kept)."""
-    _run(protocol.ActorRestart(name=name), as_json, timeout)
+    call_ack(protocol.ActorRestart(name=name), as_json, timeout)
 
 
 @cli.command()
@@ -65,4 +55,4 @@ def restart(name: str, as_json: bool, timeout: float) -> None:
 @timeout_option
 def kill(name: str, as_json: bool, timeout: float) -> None:
     """Make actor NAME crash abnormally, so its supervisor's strategy applies."""
-    _run(protocol.ActorKill(name=name), as_json, timeout)
+    call_ack(protocol.ActorKill(name=name), as_json, timeout)

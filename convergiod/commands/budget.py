@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 import click
 
 from convergiod import protocol
-from convergiod.commands._common import client, json_option, print_json, timeout_option
+from convergiod.commands._common import (
+    client,
+    format_table,
+    json_option,
+    print_json,
+    timeout_option,
+)
 
 if TYPE_CHECKING:
     from convergiod.actors.router.messages import BudgetLine
@@ -61,10 +67,7 @@ def _render(reply: protocol.BudgetsReply) -> str:
                 b.state,
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
+    return format_table(rows)
 
 
 @click.group()

@@ -13,8 +13,10 @@ import click
 
 from convergiod import protocol
 from convergiod.commands._common import (
+    call_ack,
     check_admin,
     client,
+    format_table,
     json_option,
     print_json,
     timeout_option,
@@ -78,9 +80,7 @@ def list_cli(as_json: bool, timeout: float) -> None:
     for e in reply.clients:
         when = datetime.datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M")
         rows.append((e.name, e.tenant, e.role, e.public_key[:12] + "…", when))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    click.echo(format_table(rows))
 
 
 @cli.command("revoke")
@@ -89,10 +89,4 @@ def list_cli(as_json: bool, timeout: float) -> None:
 @timeout_option
 def revoke_cli(name: str, as_json: bool, timeout: float) -> None:
     """Unlist client NAME (effective at once, no restart)."""
-    with client(timeout) as c:
-        reply = c.call(protocol.ClientRevoke(name=name))
-    assert isinstance(reply, protocol.Ack)
-    if as_json:
-        print_json(reply)
-    else:
-        click.echo(reply.message)
+    call_ack(protocol.ClientRevoke(name=name), as_json, timeout)

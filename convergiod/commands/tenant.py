@@ -17,8 +17,10 @@ import click
 
 from convergiod import protocol
 from convergiod.commands._common import (
+    call_ack,
     check_admin,
     client,
+    format_table,
     json_option,
     print_json,
     timeout_option,
@@ -169,9 +171,7 @@ def list_cli(as_json: bool, timeout: float) -> None:
                 ", ".join(t.roots) or "-",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    click.echo(format_table(rows))
 
 
 @cli.command("remove")
@@ -180,10 +180,4 @@ def list_cli(as_json: bool, timeout: float) -> None:
 @timeout_option
 def remove_cli(name: str, as_json: bool, timeout: float) -> None:
     """Remove tenant NAME and revoke its clients (its data stays on disk)."""
-    with client(timeout) as c:
-        reply = c.call(protocol.TenantRemove(name=name))
-    assert isinstance(reply, protocol.Ack)
-    if as_json:
-        print_json(reply)
-    else:
-        click.echo(reply.message)
+    call_ack(protocol.TenantRemove(name=name), as_json, timeout)

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 import click
 
 from convergiod import protocol
-from convergiod.commands._common import client, json_option, print_json, timeout_option
+from convergiod.commands._common import (
+    client,
+    format_table,
+    json_option,
+    print_json,
+    timeout_option,
+)
 
 if TYPE_CHECKING:
     from convergiod.daemon import Daemon
@@ -76,6 +82,4 @@ def cli(by: str, days: int | None, as_json: bool, timeout: float) -> None:
             f"{total_cost:.6f}",
         )
     )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for line in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+    click.echo(format_table(rows))
