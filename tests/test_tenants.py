@@ -100,6 +100,10 @@ async def test_tenant_a_cannot_read_search_export_or_spend_in_tenant_b(
 
         # Spending: A's calls land in A's ledger; A's budget blocks A, never B.
         assert (await a.call(chat)).cost > 0
+        # The router records usage just after it sends the answer: wait for the row.
+        with trio.fail_after(10):
+            while not (await a.call(p.UsageReport(by="model"))).rows:  # noqa: ASYNC110 - another process
+                await trio.sleep(0.02)
         assert len((await a.call(p.UsageReport(by="model"))).rows) == 1
         assert (await b.call(p.UsageReport(by="model"))).rows == []
         blocked = await a_admin.call(p.BudgetSetOp(limit=1e-9))
