@@ -227,6 +227,10 @@ class PluginConfig(_Section):
     max_wasm_stack_kib: Annotated[int, msgspec.Meta(ge=64, le=1024)] = 512
     #: Epoch tick: the granularity of plugin time limits, in milliseconds.
     tick_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    #: Fuel for a call run inline on the event loop's thread (thread isolation, no
+    #: directory grants, no other call running): about 0.3 ms of wasm per million. A call
+    #: that needs more, or waits (``poll_oneoff``), is run again on a worker thread. 0: off.
+    inline_fuel: Annotated[int, msgspec.Meta(ge=0, le=100_000_000)] = 1_000_000
 
 
 class OrchestratorConfig(_Section):

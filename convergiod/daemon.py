@@ -27,7 +27,7 @@ import zmq
 from convergiod import __version__, protocol
 from convergiod.config import Config
 from convergiod.errors import OpError
-from convergiod.gateway import Gateway, Handler, ipc_router_options
+from convergiod.gateway import Gateway, Handler, InlineHandler, ipc_router_options
 from convergiod.lock import DaemonLock
 from convergiod.paths import Paths
 from convergiod.runtime import (
@@ -297,6 +297,12 @@ def handlers(daemon: Daemon) -> dict[type, Handler]:
     return {op: functools.partial(fn, daemon) for op, fn in registry().items()}
 
 
+def inline_handlers(daemon: Daemon) -> dict[type, InlineHandler]:
+    from convergiod.commands import inline_registry
+
+    return {op: functools.partial(fn, daemon) for op, fn in inline_registry().items()}
+
+
 async def serve(daemon: Daemon) -> None:
     paths, config = daemon.paths, daemon.config
     daemon.registry = Registry(registry_path(paths.data_dir))
@@ -318,6 +324,7 @@ async def serve(daemon: Daemon) -> None:
                     config.gateway,
                     router,
                     handlers(daemon),
+                    inline=inline_handlers(daemon),
                     endpoint=paths.api_endpoint,
                     events_endpoint=paths.events_endpoint,
                     pid=os.getpid(),

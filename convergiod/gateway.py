@@ -140,6 +140,11 @@ class _ApprovalSlot:
 Handler = Callable[[RequestContext, Any], Awaitable[ResultBody]]
 #: ``(user_id, routing_id) -> Caller``, or ``None`` to drop the message unanswered.
 Identify = Callable[[bytes, bytes], Caller | None]
+#: An op that may be answered at once in the receive loop: ``(caller, request id, op)`` to
+#: the result body, or ``None`` to run the op's ``Handler`` in a task as usual.
+InlineHandler = Callable[[Caller, int, Any], ResultBody | None]
+#: Receive-loop time per trip that inline answers may use; past it, ops go to tasks.
+INLINE_TRIP_BUDGET = 0.002
 
 
 @dataclass
@@ -176,12 +181,15 @@ class Gateway:
         version: str,
         identify: Identify | None = None,
         limiter: TenantLimiter | None = None,
+        inline: dict[type, InlineHandler] | None = None,
     ) -> None:
         self.config = config
         self.identify = identify
         self.limiter = limiter
         self.router = router
         self.handlers = handlers
+        self.inline = inline or {}
+        self._trip_started = 0.0
         self.endpoint = endpoint
         self.events_endpoint = events_endpoint
         self.counters = GatewayCounters()
@@ -213,7 +221,9 @@ class Gateway:
             self._nursery = nursery
             task_status.started()
             while True:
-                dispatch(await recv())
+                first = await recv()
+                self._trip_started = time.perf_counter()
+                dispatch(first)
                 for _ in range(BATCH):
                     frames = try_recv()
                     if frames is None:
@@ -352,7 +362,36 @@ class Gateway:
             )
             self._reply(ident, Result(id=msg.id, body=pong))
             return
+        inline = self.inline.get(type(op))
+        if inline is not None and self._inline(inline, ident, msg, caller):
+            return
         self._start(ident, msg, caller)
+
+    def _inline(
+        self, inline: InlineHandler, ident: bytes, req: Request, caller: Caller | None
+    ) -> bool:
+        """Answer ``req`` here if its inline handler can, within this trip's budget. The
+        checks ``_start`` makes that still matter for an answer given at once come first."""
+        if (
+            not self._accepting
+            or (ident, req.id) in self._in_flight
+            or time.perf_counter() - self._trip_started > INLINE_TRIP_BUDGET
+        ):
+            return False
+        if caller is None:
+            caller = Caller(tenant=LOCAL_ADMIN_TENANT, role="admin", client=ident)
+        try:
+            body = inline(caller, req.id, req.op)
+        except Exception as exc:
+            code, message = classify(exc)
+            if code == "internal":
+                log.exception("op %s failed", type(req.op).__name__)
+            self._fail(ident, req.id, code, message)
+            return True
+        if body is None:
+            return False
+        self._reply(ident, Result(id=req.id, body=body))
+        return True
 
     def _start(self, ident: bytes, req: Request, caller: Caller | None) -> None:
         if not self._accepting:

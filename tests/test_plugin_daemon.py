@@ -237,3 +237,42 @@ async def test_process_isolation_survives_a_sigkilled_worker(
             p.PluginCall(plugin="textkit", tool="word_count", args={"text": 1}),
             "bad_request",
         )
+
+
+async def test_inline_calls_never_stall_the_daemon(daemon: DaemonProcess, tmp_path: Path) -> None:
+    """Short calls are answered in the receive loop; a loop, a sleeper and a memory bomb
+    are sent to threads, and pings keep being answered meanwhile."""
+    async with open_client(paths=daemon.paths) as client:
+        await install(client, make_plugin(tmp_path, "noop", FIXTURES / "noop.wasm"))
+        await install(
+            client,
+            make_plugin(tmp_path, "loop", FIXTURES / "loop.wasm", limits={"timeout_ms": 1500}),
+        )
+        await install(client, make_plugin(tmp_path, "sleepy", FIXTURES / "sleep.wasm"))
+        for _ in range(20):
+            out = await client.call(p.PluginCall(plugin="noop", tool="run"))
+            assert out.output == {"ok": True}
+        worst = 0.0
+        outcomes: dict[str, list[Any]] = {"loop": [], "sleepy": []}
+
+        async def slow_call(name: str) -> None:
+            for _ in range(2):  # the second call is the one that may be tried inline
+                try:
+                    out = await client.call(p.PluginCall(plugin=name, tool="run"), timeout=30)
+                    outcomes[name].append(out.output)
+                except RemoteError as exc:
+                    outcomes[name].append(exc.code)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_call, "loop")
+            nursery.start_soon(slow_call, "sleepy")
+            while sum(map(len, outcomes.values())) < 4:
+                started = time.monotonic()
+                await client.call(p.Ping())
+                worst = max(worst, time.monotonic() - started)
+                await trio.sleep(0.01)
+        assert outcomes == {"loop": ["timeout"] * 2, "sleepy": [{"slept": True}] * 2}
+        # A stalled loop would hold a ping for the whole 1.5 s deadline.
+        assert worst < 0.75, worst
+        out = await client.call(p.PluginCall(plugin="noop", tool="run"))
+        assert out.output == {"ok": True}

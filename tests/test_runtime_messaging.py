@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convergiod.runtime import (
+    NOT_NOW,
     Actor,
     ActorCrashed,
     ActorNotFound,
@@ -405,3 +406,41 @@ async def test_every_ask_ends_in_its_reply_or_actor_crashed(ops: list[str]) -> N
             assert isinstance(outcomes[i], ActorCrashed)
         else:
             assert outcomes[i] == ("a", i)
+
+
+class Now(Actor):
+    """Answers ``("now", x)`` at once, ``("later", x)`` through the mailbox."""
+
+    reply_errors = (KeyError,)
+
+    def handle_now(self, msg: Any) -> Any:
+        kind, value = msg
+        if kind == "now":
+            return ("now", value)
+        if kind == "missing":
+            raise KeyError(value)
+        if kind == "bug":
+            raise RuntimeError("bug in handle_now")
+        return NOT_NOW
+
+    async def handle(self, msg: Any) -> Any:
+        return ("mailbox", msg[1])
+
+
+async def test_ask_now_answers_at_once_or_declines_and_crashes_like_handle() -> None:
+    async with open_actor_system(tree(ChildSpec(name="n", start=Now))) as system:
+        ref = system.ref("n")
+        assert ref.ask_now(("now", 1)) == ("now", 1)
+        assert ref.ask_now(("later", 2)) is NOT_NOW
+        assert await ref.ask(("later", 2)) == ("mailbox", 2)
+        with pytest.raises(KeyError):  # a reply error is the answer, not a crash
+            ref.ask_now(("missing", 3))
+        assert system.info()[-1].restarts == 0
+        with pytest.raises(ActorCrashed) as info:
+            ref.ask_now(("bug", 4))
+        assert "bug in handle_now" in info.value.error
+        # Crashed: declined until the restarted instance runs, then answered again.
+        assert ref.ask_now(("now", 5)) is NOT_NOW
+        await system.wait_healthy()
+        assert ref.ask_now(("now", 6)) == ("now", 6)
+        assert [i.restarts for i in system.info() if i.name == "n"] == [1]

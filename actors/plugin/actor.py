@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import msgspec
 import trio
@@ -28,15 +30,18 @@ from convergiod.actors.plugin.messages import (
     RemovePlugin,
 )
 from convergiod.actors.plugin.runner import Job, JobDir, Runner, ThreadRunner
-from convergiod.actors.plugin.sandbox import Sandbox, SandboxError, interpret
+from convergiod.actors.plugin.sandbox import RunResult, Sandbox, SandboxError, interpret
 from convergiod.actors.plugin.store import Installed, PluginStore
 from convergiod.config import PluginConfig
 from convergiod.errors import OpError
-from convergiod.runtime import Actor, ActorNotFound, ActorStopped, AskTimeout
+from convergiod.runtime import NOT_NOW, Actor, ActorNotFound, ActorStopped, AskTimeout
 
 log = logging.getLogger("convergiod.plugin")
 
 _encode = msgspec.json.Encoder().encode
+#: Two inline runs in a row that take more CPU than this send the tool to threads for a while.
+INLINE_SLOW = 0.002
+INLINE_BACKOFF = 30.0
 
 
 class PluginActor(Actor):
@@ -61,6 +66,12 @@ class PluginActor(Actor):
         self._lock = trio.Lock()
         self.sandbox: Sandbox | None = None
         self.runner: Runner | None = None
+        #: Calls running on threads now; inline runs are only tried while it is 0.
+        self._running = 0
+        #: (plugin, tool) -> monotonic time before which no inline run is tried.
+        self._slow: dict[tuple[str, str], float] = {}
+        self._strikes: dict[tuple[str, str], int] = {}
+        self.inline_runs = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -123,7 +134,31 @@ class PluginActor(Actor):
             raise OpError("not_found", f"no plugin named {name!r} is installed")
         return installed
 
+    def handle_now(self, msg: Any) -> Any:
+        if isinstance(msg, CallPlugin) and self._inline_ok():
+            job, what = self._prepare(msg)
+            return self._run_inline(msg, job, what)
+        return NOT_NOW
+
     async def call(self, msg: CallPlugin) -> CallResult:
+        job, what = self._prepare(msg)
+        if self._inline_ok():
+            answer = self._run_inline(msg, job, what)
+            if answer is not NOT_NOW:
+                return cast(CallResult, answer)
+        assert self.runner is not None
+        self._running += 1
+        try:
+            result = await self.runner.run(job)
+        except SandboxError as exc:
+            raise self._failed(msg, what, exc) from None
+        finally:
+            self._running -= 1
+        if self._inline_ok() and job.fuel is None and not job.dirs:
+            await self._warm_inline(job)
+        return self._finish(msg, job, what, result)
+
+    def _prepare(self, msg: CallPlugin) -> tuple[Job, str]:
         installed = self._get(msg.plugin)
         manifest, record = installed.manifest, installed.record
         spec = manifest.tool(msg.tool)
@@ -146,31 +181,93 @@ class PluginActor(Actor):
             env=[(n, self.environ[n]) for n in record.env if n in self.environ],
             argv0=manifest.name,
         )
-        what = f"plugin {msg.plugin}, tool {msg.tool}"
-        assert self.runner is not None
+        return job, f"plugin {msg.plugin}, tool {msg.tool}"
+
+    # ------------------------------------------------------------------ inline runs
+
+    def _inline_ok(self) -> bool:
+        """Inline runs are for thread isolation, and only while no call runs on a thread: a
+        lone call skips two thread hops; under concurrent load calls spread over threads."""
+        return (
+            self.config.inline_fuel > 0
+            and self._running == 0
+            and isinstance(self.runner, ThreadRunner)
+        )
+
+    def _run_inline(self, msg: CallPlugin, job: Job, what: str) -> Any:
+        """Run the call here, on the event loop's thread, bounded by ``inline_fuel`` (a fuel
+        run is deterministic: one that runs out here runs again, whole, on a thread, with
+        the manifest's limits). ``NOT_NOW`` when the call cannot or need not run here: it has
+        directory grants (side effects), its compiled program is not loaded yet, it waits
+        (``poll_oneoff``), or it needed more than the inline budget recently."""
+        assert isinstance(self.runner, ThreadRunner)
+        key = (msg.plugin, msg.tool)
+        if job.dirs or self._slow.get(key, 0.0) > time.monotonic():
+            return NOT_NOW
+        program = self.runner.cache.peek(job.module_path, job.sha256, fuel=True)
+        if program is None:
+            return NOT_NOW
+        budget = self.config.inline_fuel
+        fuel = budget if job.fuel is None else min(job.fuel, budget)
+        limits = replace(job.limits(), fuel=fuel)
+        cpu = time.thread_time()
+        result = program.runtime.run(
+            program, job.stdin, limits, job.grants(), job.argv0, inline=True
+        )
+        cpu = time.thread_time() - cpu  # CPU, not wall time: load on the machine is no strike
+        exhausted = result.trap == "OUT_OF_FUEL" and fuel < (job.fuel or fuel + 1)
+        # Two slow runs in a row (the first run of a program on a thread is slow once) send
+        # the tool to threads for a while, as does a run that needed more than the budget.
+        strikes = self._strikes.pop(key, 0) + 1
+        if cpu <= INLINE_SLOW:
+            strikes = 0
+        if strikes == 1:
+            self._strikes[key] = 1
+        if result.would_block or exhausted or strikes > 1:
+            self._slow[key] = time.monotonic() + INLINE_BACKOFF
+            if result.would_block or exhausted:
+                return NOT_NOW
+        self.inline_runs += 1
+        return self._finish(msg, job, what, result)
+
+    async def _warm_inline(self, job: Job) -> None:
+        """Load the fuel-metered program of a module (on a thread: compiling may take a
+        while) so its next call can run inline."""
+        assert isinstance(self.runner, ThreadRunner)
+        cache = self.runner.cache
+        if cache.peek(job.module_path, job.sha256, fuel=True) is not None:
+            return
         try:
-            result = await self.runner.run(job)
-            if result.stderr:
-                log.info(
-                    "%s (request %d) stderr: %s",
-                    what,
-                    msg.request_id,
-                    result.stderr.decode("utf-8", "replace")[-4096:],
-                )
-            if result.memory_at_limit:
-                log.warning(
-                    "%s (request %d): memory at its limit of %d MiB: growth refused",
-                    what,
-                    msg.request_id,
-                    limits.memory_mb,
-                )
+            await trio.to_thread.run_sync(lambda: cache.get(job.module_path, job.sha256, fuel=True))
+        except (SandboxError, OSError) as exc:
+            log.info("no inline runs for %s: %s", job.module_path, exc)
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _finish(self, msg: CallPlugin, job: Job, what: str, result: RunResult) -> CallResult:
+        if result.stderr:
+            log.info(
+                "%s (request %d) stderr: %s",
+                what,
+                msg.request_id,
+                result.stderr.decode("utf-8", "replace")[-4096:],
+            )
+        if result.memory_at_limit:
+            log.warning(
+                "%s (request %d): memory at its limit of %d MiB: growth refused",
+                what,
+                msg.request_id,
+                job.memory_bytes >> 20,
+            )
+        try:
             value = interpret(result, job.limits(), what=what)
         except SandboxError as exc:
-            log.warning(
-                "%s (request %d) failed: %s: %s", what, msg.request_id, exc.code, exc.message
-            )
-            raise OpError(exc.code, exc.message) from None
+            raise self._failed(msg, what, exc) from None
         return CallResult(value=value, elapsed=result.elapsed)
+
+    def _failed(self, msg: CallPlugin, what: str, exc: SandboxError) -> OpError:
+        log.warning("%s (request %d) failed: %s: %s", what, msg.request_id, exc.code, exc.message)
+        return OpError(exc.code, exc.message)
 
     async def install(self, msg: InstallPlugin) -> protocol.PluginDetail:
         async with self._lock:

@@ -87,6 +87,20 @@ class ProgramCache:
             self._programs[(path, fuel)] = _Cached(stat=key, sha256=sha256, program=program)
         return program
 
+    def peek(self, path: str, sha256: str, *, fuel: bool) -> Program | None:
+        """The compiled program if it is loaded and still current, else ``None``: never
+        compiles (for callers that must not block)."""
+        cached = self._programs.get((path, fuel))
+        if cached is None or cached.sha256 != sha256:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if cached.stat != (st.st_ino, st.st_size, st.st_mtime_ns):
+            return None
+        return cached.program
+
     def forget(self, path: str) -> None:
         with self._lock:
             for key in [k for k in self._programs if k[0] == path]:

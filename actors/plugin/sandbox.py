@@ -111,6 +111,9 @@ class RunResult(msgspec.Struct, kw_only=True):
     trap: str | None = None
     trap_message: str = ""
     elapsed: float = 0.0
+    #: An inline run stopped because the guest asked to wait (``poll_oneoff``): it must
+    #: run again on a thread. Never set for other runs.
+    would_block: bool = False
 
 
 @dataclass
@@ -124,6 +127,9 @@ class Program:
     #: Linked with ``fd_write`` served on the calling thread (for calls without
     #: preopened directories, where fds 1 and 2 are the only writable ones).
     pre_lean: wasmtime.InstancePre
+    #: As ``pre_lean``, and ``poll_oneoff`` (the one WASI call that can wait) stops the run:
+    #: for runs on the event loop's thread, which must never sleep.
+    pre_inline: wasmtime.InstancePre
     runtime: Runtime
     from_cache: bool = False
 
@@ -215,6 +221,13 @@ class Runtime:
         self.lean_linker.allow_shadowing = True
         self.lean_linker.define_wasi()
         _define_fd_write(self.lean_linker)
+        self.inline_linker = wasmtime.Linker(self.engine)
+        self.inline_linker.allow_shadowing = True
+        self.inline_linker.define_wasi()
+        _define_fd_write(self.inline_linker)
+        _define_unchecked(
+            self.inline_linker, b"poll_oneoff", [wasmtime.ValType.i32()] * 4, _raw_poll_refused
+        )
         self.cache_dir = cache_dir
         self.ticker = ticker
         if ticker is not None and settings.epoch:
@@ -245,6 +258,7 @@ class Runtime:
         try:
             pre = self.linker.instantiate_pre(module)
             pre_lean = self.lean_linker.instantiate_pre(module)
+            pre_inline = self.inline_linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
             raise SandboxError("sandbox_denied", f"module cannot be linked: {exc}") from None
         return Program(
@@ -252,6 +266,7 @@ class Runtime:
             module=module,
             pre=pre,
             pre_lean=pre_lean,
+            pre_inline=pre_inline,
             runtime=self,
             from_cache=from_cache,
         )
@@ -290,8 +305,16 @@ class Runtime:
         limits: CallLimits,
         grants: CallGrants = CallGrants(),
         argv0: str = "plugin",
+        *,
+        inline: bool = False,
     ) -> RunResult:
-        """Run the command once in a fresh store. Never raises for what the guest does."""
+        """Run the command once in a fresh store. Never raises for what the guest does.
+
+        ``inline``: the caller's thread must not sleep (the event loop's): a guest that
+        calls ``poll_oneoff`` is stopped there with ``would_block`` set, to be run again
+        on a thread. Only for calls without directory grants, and with fuel (a run that
+        cannot block still has to be bounded by something finer than the epoch tick).
+        """
         started = time.perf_counter()
         result = RunResult()
         out = _CappedSink(limits.output_bytes)
@@ -304,7 +327,12 @@ class Runtime:
         # fd_write on this thread (wasmtime runs custom output callbacks on a worker thread,
         # a hop that costs about as much as the rest of a trivial call).
         lean = not grants.dirs
-        if lean:
+        if inline:
+            assert lean and self.settings.fuel and limits.fuel is not None
+            _local.sinks = (out, err)
+            _local.blocked = False
+            pre = program.pre_inline
+        elif lean:
             _local.sinks = (out, err)
             pre = program.pre_lean
         else:
@@ -353,6 +381,8 @@ class Runtime:
                 ticker.leave()
             if lean:
                 _local.sinks = None
+            if inline:
+                result.would_block = _local.blocked
         if limits.memory_bytes is not None and instance is not None:
             memory = _export(store, instance, b"memory")
             if isinstance(memory, wasmtime.Memory):
@@ -451,9 +481,16 @@ def _call_start(store: wasmtime.Store, instance: wasmtime.Instance) -> None:
 
 
 def _define_fd_write(linker: wasmtime.Linker) -> None:
-    i32 = wasmtime.ValType.i32()
-    ty = wasmtime.FuncType([i32, i32, i32, i32], [i32])
-    module, name = WASI_MODULE.encode(), b"fd_write"
+    _define_unchecked(linker, b"fd_write", [wasmtime.ValType.i32()] * 4, _raw_fd_write)
+
+
+def _define_unchecked(
+    linker: wasmtime.Linker, name: bytes, params: list[wasmtime.ValType], callback: Any
+) -> None:
+    """Define (shadowing WASI's) ``wasi_snapshot_preview1.<name>(params) -> i32`` as an
+    "unchecked" host function (raw arguments, no per-call conversions)."""
+    ty = wasmtime.FuncType(params, [wasmtime.ValType.i32()])
+    module = WASI_MODULE.encode()
     error = ffi.wasmtime_linker_define_func_unchecked(
         linker.ptr(),
         module,
@@ -461,7 +498,7 @@ def _define_fd_write(linker: wasmtime.Linker) -> None:
         name,
         len(name),
         ty.ptr(),
-        _raw_fd_write,
+        callback,
         None,
         _no_finalizer,
     )
@@ -485,6 +522,19 @@ def _raw_fd_write(_env: int | None, caller: Any, args: Any, _count: int) -> int:
         log.exception("plugin fd_write failed")
         args[0].i32 = _EIO
     return 0
+
+
+_BLOCKED = b"poll_oneoff on the event loop's thread: run again on a worker thread"
+
+
+@ffi.wasmtime_func_unchecked_callback_t  # type: ignore[untyped-decorator]
+def _raw_poll_refused(_env: int | None, _caller: Any, _args: Any, _count: int) -> int:
+    """``poll_oneoff`` in an inline run: the guest wants to wait (sleep, or wait on stdin),
+    which the event loop's thread must never do. Stop the run; it is run again on a thread,
+    where WASI's own ``poll_oneoff`` serves it."""
+    _local.blocked = True
+    trap = ffi.wasmtime_trap_new(_BLOCKED, len(_BLOCKED))
+    return ctypes.cast(trap, ctypes.c_void_p).value or 0
 
 
 _local = threading.local()

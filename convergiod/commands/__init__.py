@@ -11,9 +11,12 @@ from convergiod import protocol
 
 if TYPE_CHECKING:
     from convergiod.daemon import Daemon
-    from convergiod.gateway import RequestContext
+    from convergiod.gateway import Caller, RequestContext
 
 Serve = Callable[["Daemon", "RequestContext", Any], Awaitable[protocol.ResultBody]]
+#: The daemon half of an op that may be answered at once in the gateway's receive loop
+#: (``gateway.InlineHandler``): ``None`` sends it to its ``Serve`` as usual.
+ServeNow = Callable[["Daemon", "Caller", int, Any], protocol.ResultBody | None]
 
 
 def registry() -> dict[type, Serve]:
@@ -33,6 +36,12 @@ def registry() -> dict[type, Serve]:
         **_orchestrator_ops(),
         **_access_ops(),
     }
+
+
+def inline_registry() -> dict[type, ServeNow]:
+    from convergiod.commands import plugin
+
+    return {protocol.PluginCall: plugin.serve_call_now}
 
 
 def _access_ops() -> dict[type, Serve]:

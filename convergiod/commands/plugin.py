@@ -17,7 +17,7 @@ from convergiod.commands._common import (
 
 if TYPE_CHECKING:
     from convergiod.daemon import Daemon
-    from convergiod.gateway import RequestContext
+    from convergiod.gateway import Caller, RequestContext
 
 
 # ---------------------------------------------------------------------------- daemon half
@@ -87,6 +87,28 @@ async def serve_call(
         ),
         timeout=None,
     )
+    return protocol.PluginOutput(
+        plugin=op.plugin, tool=op.tool, output=result.value, elapsed_ms=result.elapsed * 1e3
+    )
+
+
+def serve_call_now(
+    daemon: Daemon, caller: Caller, request_id: int, op: protocol.PluginCall
+) -> protocol.PluginOutput | None:
+    """``plugin.call`` answered in the receive loop when the plugin actor can run it at once
+    (a short call of a loaded module, see ``PluginActor.handle_now``); else ``None``."""
+    from convergiod.actors.plugin.messages import CallPlugin, CallResult
+    from convergiod.runtime import NOT_NOW
+
+    check_admin(caller.role)
+    if daemon.system is None:
+        return None
+    msg = CallPlugin(
+        plugin=op.plugin, tool=op.tool, args=op.args, tenant=caller.tenant, request_id=request_id
+    )
+    result: CallResult = daemon.system.ref("plugin").ask_now(msg)
+    if result is NOT_NOW:
+        return None
     return protocol.PluginOutput(
         plugin=op.plugin, tool=op.tool, output=result.value, elapsed_ms=result.elapsed * 1e3
     )

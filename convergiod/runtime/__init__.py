@@ -7,7 +7,7 @@ Usage::
         reply = await system.ref("echo").ask("hi")
 """
 
-from .actor import Actor
+from .actor import NOT_NOW, Actor
 from .errors import (
     ActorCrashed,
     ActorError,
@@ -26,6 +26,7 @@ from .spec import ChildSpec, Restart, Strategy, SupervisorSpec
 from .system import ActorSystem, open_actor_system
 
 __all__ = [
+    "NOT_NOW",
     "Actor",
     "ActorCrashed",
     "ActorError",

@@ -9,7 +9,19 @@ if TYPE_CHECKING:
     from .ref import ActorRef
     from .system import ActorSystem
 
-__all__ = ["Actor"]
+__all__ = ["NOT_NOW", "Actor"]
+
+
+class _NotNow:
+    """The answer of ``Actor.handle_now`` for "send it through the mailbox"."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_NOW"
+
+
+NOT_NOW: Any = _NotNow()
 
 
 class Actor:
@@ -35,6 +47,18 @@ class Actor:
     async def handle(self, msg: Any) -> Any:
         """Handle one message; the result is the reply to ``ask``."""
         raise NotImplementedError(f"{type(self).__name__}.handle is not implemented")
+
+    def handle_now(self, msg: Any) -> Any:
+        """Answer ``msg`` at once, on the asker's task, or return ``NOT_NOW``.
+
+        For answers that need no waiting (a lookup, a bounded computation of a few hundred
+        microseconds). It runs between the actor's own awaits, so it sees the state its
+        handlers leave at their suspension points, never half of a synchronous update; it
+        must not block. It bypasses the mailbox: there is no order against queued messages,
+        so decline what must be ordered. ``reply_errors`` are raised to the asker; any other
+        exception crashes the actor, as from ``handle``.
+        """
+        return NOT_NOW
 
     async def stopping(self) -> None:
         """Runs on an orderly shutdown, within the child's shutdown timeout."""

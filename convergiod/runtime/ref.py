@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from trio.lowlevel import current_task, wait_task_rescheduled
 
+from .actor import NOT_NOW
+from .errors import ActorCrashed
 from .mailbox import Envelope
 from .timer import AskTimer
 
@@ -18,10 +20,11 @@ __all__ = ["ActorRef"]
 class ActorRef:
     """Talks to whichever instance of the named actor is current; survives restarts."""
 
-    __slots__ = ("_mailbox", "_timer", "name")
+    __slots__ = ("_cell", "_mailbox", "_timer", "name")
 
     def __init__(self, cell: ActorCell, timer: AskTimer) -> None:
         self.name = cell.name
+        self._cell = cell
         self._mailbox = cell.mailbox
         self._timer = timer
 
@@ -44,3 +47,20 @@ class ActorRef:
         if timeout is not None:
             self._timer.add(env, timeout, self.name)
         return await wait_task_rescheduled(env.abort)
+
+    def ask_now(self, msg: Any) -> Any:
+        """``Actor.handle_now`` on the running instance: its answer, or ``NOT_NOW`` when it
+        declines or the actor is not running (then ``ask`` goes through the mailbox).
+        Raises what ``handle_now`` raises; a crash there is ``ActorCrashed``, as for ``ask``."""
+        cell = self._cell
+        instance = cell.instance
+        if instance is None or cell.state != "running" or cell._stop_requested:
+            return NOT_NOW
+        try:
+            return instance.handle_now(msg)
+        except instance.reply_errors:
+            raise
+        except Exception as exc:
+            cell.handled += 1
+            cell.crash(exc)
+            raise ActorCrashed(self.name, repr(exc)) from None
