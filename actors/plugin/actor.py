@@ -42,6 +42,7 @@ _encode = msgspec.json.Encoder().encode
 #: Two inline runs in a row that take more CPU than this send the tool to threads for a while.
 INLINE_SLOW = 0.002
 INLINE_BACKOFF = 30.0
+_EMPTY_ARGS = {"type": "object", "properties": {}}
 
 
 class PluginActor(Actor):
@@ -71,6 +72,9 @@ class PluginActor(Actor):
         #: (plugin, tool) -> monotonic time before which no inline run is tried.
         self._slow: dict[tuple[str, str], float] = {}
         self._strikes: dict[tuple[str, str], int] = {}
+        self._templates: dict[tuple[str, str], tuple[dict[str, Any], Job, str]] = {}
+        #: Stores of inline runs, freed after their answers went out.
+        self._spent: list[object] = []
         self.inline_runs = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -159,15 +163,27 @@ class PluginActor(Actor):
         return self._finish(msg, job, what, result)
 
     def _prepare(self, msg: CallPlugin) -> tuple[Job, str]:
-        installed = self._get(msg.plugin)
+        key = (msg.plugin, msg.tool)
+        known = self._templates.get(key)
+        if known is None:
+            known = self._templates[key] = self._template(msg.plugin, msg.tool)
+        args_schema, template, what = known
+        if args_schema != _EMPTY_ARGS or msg.args:
+            try:
+                schema.validate(args_schema, msg.args)
+            except schema.SchemaError as exc:
+                raise OpError("bad_request", f"{msg.plugin}.{msg.tool}: {exc}") from None
+        stdin = _encode({"tool": msg.tool, "args": msg.args})
+        return msgspec.structs.replace(template, stdin=stdin), what
+
+    def _template(self, plugin: str, tool: str) -> tuple[dict[str, Any], Job, str]:
+        """What every call of one tool shares (kept until the plugin is installed again or
+        removed): its argument schema and the job without its stdin."""
+        installed = self._get(plugin)
         manifest, record = installed.manifest, installed.record
-        spec = manifest.tool(msg.tool)
+        spec = manifest.tool(tool)
         if spec is None:
-            raise OpError("not_found", f"plugin {msg.plugin!r} has no tool {msg.tool!r}")
-        try:
-            schema.validate(spec.args, msg.args)
-        except schema.SchemaError as exc:
-            raise OpError("bad_request", f"{msg.plugin}.{msg.tool}: {exc}") from None
+            raise OpError("not_found", f"plugin {plugin!r} has no tool {tool!r}")
         limits = manifest.limits
         job = Job(
             module_path=str(installed.module_path),
@@ -176,12 +192,18 @@ class PluginActor(Actor):
             memory_bytes=limits.memory_mb << 20,
             timeout=limits.timeout_ms / 1000,
             output_bytes=limits.output_kb << 10,
-            stdin=_encode({"tool": msg.tool, "args": msg.args}),
+            stdin=b"",
             dirs=[JobDir(d.host, d.guest, d.write) for d in record.dirs],
             env=[(n, self.environ[n]) for n in record.env if n in self.environ],
             argv0=manifest.name,
         )
-        return job, f"plugin {msg.plugin}, tool {msg.tool}"
+        return spec.args, job, f"plugin {plugin}, tool {tool}"
+
+    def _forget(self, plugin: str) -> None:
+        """A plugin installed again or removed: nothing known about its tools still holds."""
+        for table in (self._templates, self._slow, self._strikes):
+            for key in [k for k in table if k[0] == plugin]:
+                del table[key]
 
     # ------------------------------------------------------------------ inline runs
 
@@ -211,9 +233,13 @@ class PluginActor(Actor):
         fuel = budget if job.fuel is None else min(job.fuel, budget)
         limits = replace(job.limits(), fuel=fuel)
         cpu = time.thread_time()
+        spent = self._spent
         result = program.runtime.run(
-            program, job.stdin, limits, job.grants(), job.argv0, inline=True
+            program, job.stdin, limits, job.grants(), job.argv0, inline=True, spent=spent
         )
+        if len(spent) == 1:
+            # Free the store after the answer has gone out: in the next scheduler batch.
+            trio.lowlevel.current_trio_token().run_sync_soon(spent.clear)
         cpu = time.thread_time() - cpu  # CPU, not wall time: load on the machine is no strike
         exhausted = result.trap == "OUT_OF_FUEL" and fuel < (job.fuel or fuel + 1)
         # Two slow runs in a row (the first run of a program on a thread is slow once) send
@@ -289,6 +315,7 @@ class PluginActor(Actor):
                 raise OpError(exc.code, exc.message) from None
             await self._unregister(manifest.name)
             self.plugins[manifest.name] = installed
+            self._forget(manifest.name)
             await self._register(installed)
             log.info(
                 "installed plugin %s %s (sha256 %s)",
@@ -311,6 +338,7 @@ class PluginActor(Actor):
             except SandboxError as exc:
                 raise OpError(exc.code, exc.message) from None
             removed = self.plugins.pop(name)
+            self._forget(name)
             if isinstance(self.runner, ThreadRunner):
                 self.runner.cache.forget(str(removed.module_path))
             await self._unregister(name)
