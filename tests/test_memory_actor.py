@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,12 +21,16 @@ from convergiod.runtime import ActorRef, ChildSpec, SupervisorSpec, open_actor_s
 
 
 @asynccontextmanager
-async def memory(root: Path, config: MemoryConfig | None = None) -> AsyncIterator[ActorRef]:
+async def memory(
+    root: Path, config: MemoryConfig | None = None, clock: Callable[[], float] = time.time
+) -> AsyncIterator[ActorRef]:
     cfg = config or MemoryConfig()
     spec = SupervisorSpec(
         name="root",
         children=[
-            ChildSpec(name="memory", start=lambda: MemoryActor(root, cfg), mailbox_size=8192)
+            ChildSpec(
+                name="memory", start=lambda: MemoryActor(root, cfg, clock=clock), mailbox_size=8192
+            )
         ],
     )
     async with open_actor_system(spec) as system:
@@ -106,6 +110,67 @@ async def test_concurrent_writes_share_group_commits(tmp_path: Path) -> None:
         stats = await mem.ask(m.Stats(tenant="a"))
         assert stats.facts == stats.writes == 500
         assert stats.group_commits < 100
+
+
+async def test_grouped_remembers_get_their_own_rows(tmp_path: Path) -> None:
+    """Concurrent remembers share one multi-row INSERT (facts.remember_many): each caller
+    gets its own fact and id; the very same fact at the very same instant, in one group or
+    stored before, gets the stored row; the vector matrix holds each fact once."""
+    async with memory(tmp_path, clock=lambda: 5000.0) as mem:
+        before = await mem.ask(m.Remember(tenant="a", text="fact 3 of the group"))
+        got: dict[int, m.Fact] = {}
+
+        async def remember(i: int) -> None:
+            got[i] = await mem.ask(m.Remember(tenant="a", text=f"fact {i % 40} of the group"))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(120):
+                nursery.start_soon(remember, i)
+        stats = await mem.ask(m.Stats(tenant="a"))
+        assert stats.group_commits < 60  # they were grouped
+        assert stats.facts == stats.vectors == 40
+        for i, fact in got.items():
+            assert fact.text == f"fact {i % 40} of the group" and fact.valid_from == 5000.0
+            assert fact.id == got[i % 40].id
+        assert got[3].id == before.id
+        assert len({f.id for f in got.values()}) == 40
+        for i in (0, 17, 39):
+            hits = await mem.ask(m.Search(tenant="a", query=f"fact {i} of the group", limit=40))
+            assert [h.fact for h in hits].count(got[i]) == 1
+    async with memory(tmp_path) as mem:  # the table agrees: the same facts after a reopen
+        stats = await mem.ask(m.Stats(tenant="a"))
+        assert stats.facts == stats.vectors == 40
+
+
+async def test_a_group_that_fails_falls_back_to_one_write_at_a_time(tmp_path: Path) -> None:
+    """When the multi-row INSERT fails, each write of the group runs alone: only the bad one
+    fails."""
+    async with memory(tmp_path) as mem:
+        await mem.ask(m.Remember(tenant="a", text="first"))
+    con = apsw.Connection(str(tmp_path / "a.db"))
+    con.execute(
+        "CREATE TRIGGER no_poison BEFORE INSERT ON facts WHEN new.text LIKE '%poison%'"
+        " BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+    )
+    con.close()
+    async with memory(tmp_path) as mem:
+        results: dict[int, object] = {}
+
+        async def remember(i: int) -> None:
+            text = f"poison {i}" if i == 7 else f"good fact {i}"
+            try:
+                results[i] = await mem.ask(m.Remember(tenant="a", text=text))
+            except OpError as exc:
+                results[i] = exc
+
+        async with trio.open_nursery() as nursery:
+            for i in range(30):
+                nursery.start_soon(remember, i)
+        failed = [i for i, r in results.items() if not isinstance(r, m.Fact)]
+        assert failed == [7]
+        stats = await mem.ask(m.Stats(tenant="a"))
+        assert stats.facts == stats.vectors == 30
+        assert stats.group_commits < 15  # the poisoned write was in a group
 
 
 async def test_matrix_is_rebuilt_from_the_table_at_open(tmp_path: Path) -> None:
@@ -238,11 +303,61 @@ def test_a_version_1_database_is_upgraded(tmp_path: Path) -> None:
     db = TenantDB.open("old", path, MemoryConfig())
     try:
         assert db.schema_found == 1
-        assert int(db.con.pragma("user_version")) == schema.VERSION == 2
+        assert int(db.con.pragma("user_version")) == schema.VERSION == 3
         rows = list(db.con.execute("SELECT uid, length(embedding) FROM facts"))
         assert all(uid and size == 4 * 384 for uid, size in rows)
         assert len(db.index) == 2
         db.con.execute("INSERT INTO facts_fts(facts_fts) VALUES ('integrity-check')")
+    finally:
+        db.close()
+
+
+def _indexes(con: apsw.Connection) -> set[str]:
+    return {
+        name
+        for (name,) in con.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'facts'"
+        )
+    }
+
+
+async def test_a_version_2_database_is_upgraded(tmp_path: Path) -> None:
+    """Version 3 keeps a uid unique with an index on (valid_from, uid): remembering the same
+    fact at the same instant twice, importing or remembering after the upgrade all work."""
+    root = tmp_path / "tenants"
+    root.mkdir()
+    path = root / "old.db"
+    con = apsw.Connection(str(path))
+    schema.migrate(con, target=2)
+    with con:
+        for text, at in [("the first fact", 1000.0), ("the second fact about trains", 1001.0)]:
+            con.execute(
+                "INSERT INTO facts (text, kind, source, valid_from, uid, embedding)"
+                " VALUES (?, 'note', 'user', ?, ?, ?)",
+                (text, at, schema.fact_uid(text, "note", "user", None, at), None),
+            )
+    assert "facts_by_uid" in _indexes(con)
+    con.close()
+    async with memory(root, clock=lambda: 1001.0) as mem:
+        again = await mem.ask(m.Remember(tenant="old", text="the second fact about trains"))
+        assert again.id == 2  # the very same fact at the very same instant: the stored one
+        new = await mem.ask(m.Remember(tenant="old", text="a third fact", supersedes=1))
+        assert new.id == 3
+        stats = await mem.ask(m.Stats(tenant="old"))
+        assert (stats.facts, stats.current_facts, stats.schema_version) == (3, 2, 3)
+        hits = await mem.ask(m.Search(tenant="old", query="trains", at=2000.0))
+        assert [h.fact.id for h in hits][:1] == [2]
+    db = TenantDB.open("old", path, MemoryConfig())
+    try:
+        assert db.schema_found == 3 and int(db.con.pragma("user_version")) == 3
+        assert _indexes(db.con) == {"facts_by_time_uid", "facts_superseded"}
+        with pytest.raises(apsw.ConstraintError):
+            db.con.execute(
+                "INSERT INTO facts (text, kind, source, valid_from, uid) SELECT text, kind,"
+                " source, valid_from, uid FROM facts WHERE id = 1"
+            )
+        assert len(db.index) == 3
+        assert db.con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     finally:
         db.close()
 

@@ -106,6 +106,73 @@ async def test_writer_failure_and_cancellation_stay_with_their_own_write(tmp_pat
     assert not w._running and not w._queue
 
 
+calls: list[int] = []
+
+
+def _insert_many(con: apsw.Connection, post: list[object], values: list[int]) -> list[int]:
+    """A ``many`` for ``_insert``: one INSERT of the values up to the first odd one above
+    100 (for the test: the others go one by one)."""
+    done = next((i for i, v in enumerate(values) if v > 100 and v % 2), len(values))
+    if done:
+        marks = ", ".join(["(?)"] * done)
+        con.execute(f"INSERT INTO t (v) VALUES {marks}", values[:done])
+    post.append(lambda: calls.append(done))
+    return values[:done]
+
+
+async def test_writer_groups_writes_that_share_a_many_function(tmp_path: Path) -> None:
+    w = _writer(tmp_path)
+    w.max_batch = 64
+    calls.clear()
+    await w.write(_insert(0))  # type: ignore[arg-type]
+    gate, entered = threading.Event(), threading.Event()
+
+    def slow(con: apsw.Connection, post: list[object]) -> int:
+        entered.set()
+        gate.wait(10)
+        return -1
+
+    results: dict[int, object] = {}
+
+    async def one(v: int) -> None:
+        try:
+            results[v] = await w.write(
+                _insert(v),  # type: ignore[arg-type]
+                atomic=True,
+                many=_insert_many,  # type: ignore[arg-type]
+                arg=v,
+            )
+        except apsw.ConstraintError as exc:
+            results[v] = exc
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(w.write, slow)  # holds the writer while the next ones queue
+        assert await trio.to_thread.run_sync(entered.wait, 10.0)
+        for v in (1, 2, 3, 0, 4, 5):  # 0 is a duplicate: the group's INSERT fails
+            nursery.start_soon(one, v)
+            await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+    assert isinstance(results.pop(0), apsw.ConstraintError)
+    assert results == {v: v for v in (1, 2, 3, 4, 5)}
+    assert calls == []  # the failed group ran one by one
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(w.write, slow)
+        gate.clear()
+        entered.clear()
+        assert await trio.to_thread.run_sync(entered.wait, 10.0)
+        for v in (102, 104, 105, 106, 108):  # 105: the many takes 102 and 104 only
+            nursery.start_soon(one, v)
+            await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+    assert calls == [2]
+    assert results == {v: v for v in (1, 2, 3, 4, 5, 102, 104, 105, 106, 108)}
+    assert await trio.to_thread.run_sync(w.wait_idle, 10.0)
+    values = {r[0] for r in w.con.execute("SELECT v FROM t")}
+    assert values == {0, 1, 2, 3, 4, 5, 102, 104, 105, 106, 108}
+    with pytest.raises(ValueError):
+        await w.write(_insert(9), many=_insert_many)  # type: ignore[arg-type]
+
+
 # ----------------------------------------------------------------------------- vectors
 
 

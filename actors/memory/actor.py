@@ -159,10 +159,17 @@ class MemoryActor(Actor):
         if not 0.0 <= msg.importance <= 1.0:
             raise OpError("bad_request", "importance must be between 0 and 1")
         now = self.clock()
-        return await db.write(
-            lambda con, post: facts.remember(con, post, msg, now, db.index),
-            atomic=msg.supersedes is None,
-        )
+        if msg.supersedes is None:  # one INSERT: shares one with the writes queued beside it
+            # The embedding here, not in the writer: a call into C releases the GIL, and the
+            # writer would wait to get it back once per fact (see writer.py).
+            vector = native.embed_bytes(msg.text, db.index.dim)
+            return await db.write(
+                lambda con, post: facts.remember(con, post, msg, now, db.index, vector),
+                atomic=True,
+                many=facts.remember_many,
+                arg=facts.RememberItem(msg, now, db.index, vector),
+            )
+        return await db.write(lambda con, post: facts.remember(con, post, msg, now, db.index))
 
     async def _forget(self, db: TenantDB, msg: m.Forget) -> bool:
         return await db.write(
@@ -180,6 +187,8 @@ class MemoryActor(Actor):
         n = 2 * max(msg.limit, 10)
         words = facts.query_words(msg.query)
         total, last_id = len(db.index), db.index.last_id
+        if not total:  # no facts at all (every fact is in the index): nothing to read
+            return []
         snapshot = db.index.snapshot()
         dim = db.index.dim
         min_similarity = self.config.min_similarity

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import apsw
 
@@ -50,11 +50,18 @@ def to_fact(row: Any) -> Fact:
 
 
 def remember(
-    con: apsw.Connection, post: Post, msg: Remember, now: float, index: VectorIndex
+    con: apsw.Connection,
+    post: Post,
+    msg: Remember,
+    now: float,
+    index: VectorIndex,
+    vector: bytes | None = None,
 ) -> Fact:
-    """Store a fact. Without ``supersedes`` it changes the database with one statement, the
-    last thing that can fail: an ``atomic`` write (see writer.py)."""
-    vector = native.embed_bytes(msg.text, index.dim)
+    """Store a fact (``vector``: its embedding, when computed beforehand). Without
+    ``supersedes`` it changes the database with one statement, the last thing that can
+    fail: an ``atomic`` write (see writer.py)."""
+    if vector is None:
+        vector = native.embed_bytes(msg.text, index.dim)
     quantized = native.quantize_row(vector)
     uid = fact_uid(msg.text, msg.kind, msg.source, msg.conversation, now)
     if msg.supersedes is not None:
@@ -70,7 +77,9 @@ def remember(
         (msg.text, msg.kind, msg.source, msg.importance, msg.conversation, now, uid, vector),
     ).fetchone()
     if row is None:  # the very same fact at the very same instant: it is already there
-        row = con.execute(f"SELECT {COLUMNS} FROM facts WHERE uid = ?", (uid,)).fetchone()
+        row = con.execute(
+            f"SELECT {COLUMNS} FROM facts WHERE valid_from = ? AND uid = ?", (now, uid)
+        ).fetchone()
         return to_fact(row)
     fid = row[0]
     post.append(lambda: index.add(fid, vector, quantized))
@@ -79,8 +88,86 @@ def remember(
 
 _INSERT = (
     "INSERT INTO facts (text, kind, source, importance, conversation, valid_from, uid,"
-    " embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uid) DO NOTHING"
+    " embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (valid_from, uid) DO NOTHING"
 )
+#: The largest rowid SQLite hands out in sequence (past it, it picks free ones at random).
+_MAX_ROWID = (1 << 63) - 1
+_ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_HEAD = _INSERT.split("VALUES")[0] + "VALUES "
+_INSERT_TAIL = " ON CONFLICT (valid_from, uid) DO NOTHING"
+#: Multi-row INSERTs of at most this many rows stay prepared (apsw's statement cache).
+_CACHED_ROWS = 64
+
+
+class RememberItem(NamedTuple):
+    """One remembered fact's part of a ``remember_many`` group."""
+
+    msg: Remember
+    now: float
+    vectors: VectorIndex
+    embedding: bytes  # native.embed_bytes(msg.text, vectors.dim)
+
+
+def remember_many(con: apsw.Connection, post: Post, items: list[RememberItem]) -> list[Fact]:
+    """``remember`` for a group of writes (none with ``supersedes``, all of one tenant, each
+    with its embedding computed beforehand) as one multi-row INSERT: one call into SQLite,
+    where a call per fact let the event loop take the GIL from the writer once per fact
+    (see writer.py). The vector matrix gets the group's rows at once after the commit.
+
+    The ids come from SQLite's rowid rule (ids are never given explicitly, so each new row
+    gets the largest rowid plus one): when the INSERT made all its ``n`` rows, they got
+    ``last - n + 1`` to ``last``, in order. When it made fewer (a fact already stored, or
+    twice in the group: the very same fact at the very same instant) the group's facts are
+    looked up by uid. Raises only before changing anything: an error after the INSERT is a
+    RuntimeError (the batch fails and rolls back).
+    """
+    index = items[0].vectors
+    n = len(items)
+    params: list[Any] = []
+    for msg, now, _, vector in items:
+        params += (
+            msg.text,
+            msg.kind,
+            msg.source,
+            msg.importance,
+            msg.conversation,
+            now,
+            fact_uid(msg.text, msg.kind, msg.source, msg.conversation, now),
+            vector,
+        )
+    sql = _INSERT_HEAD + ", ".join([_ROW_MARKS] * n) + _INSERT_TAIL
+    con.execute(sql, params, can_cache=n <= _CACHED_ROWS)
+    try:
+        last = con.last_insert_rowid()
+        if con.changes() == n and last < _MAX_ROWID:
+            facts = [
+                Fact(
+                    id=fid,
+                    text=msg.text,
+                    kind=msg.kind,
+                    source=msg.source,
+                    importance=float(msg.importance),
+                    conversation=msg.conversation,
+                    valid_from=now,
+                    valid_to=None,
+                    access_count=0,
+                )
+                for fid, (msg, now, _, _) in zip(range(last - n + 1, last + 1), items, strict=True)
+            ]
+        else:
+            lookup = f"SELECT {COLUMNS} FROM facts WHERE valid_from = ? AND uid = ?"
+            facts = [
+                to_fact(con.execute(lookup, params[8 * i + 5 : 8 * i + 7]).fetchone())
+                for i in range(n)
+            ]
+    except Exception as exc:
+        raise RuntimeError(f"remembered facts not found after their INSERT: {exc!r}") from exc
+    # Every fact of the group goes to the matrix: one stored before (its uid matched) gets
+    # its own identical row again, which add_many replaces.
+    ids = [f.id for f in facts]
+    matrix = b"".join(item.embedding for item in items)
+    post.append(lambda: index.add_many(ids, matrix))
+    return facts
 
 
 def forget(con: apsw.Connection, post: Post, fact_id: int, index: VectorIndex) -> bool:
@@ -302,9 +389,11 @@ def stats(con: apsw.Connection) -> dict[str, int]:
         return int(scalar(con, sql))
 
     with con:  # one snapshot for every count
+        total = one("SELECT count(*) FROM facts")
         counts = {
-            "facts": one("SELECT count(*) FROM facts"),
-            "current_facts": one("SELECT count(*) FROM facts WHERE valid_to IS NULL"),
+            "facts": total,
+            # counted on the partial index facts_superseded (schema V3)
+            "current_facts": total - one("SELECT count(*) FROM facts WHERE valid_to IS NOT NULL"),
             "conversations": one("SELECT count(*) FROM conversations"),
             "messages": one("SELECT count(*) FROM messages"),
             "usage_records": one("SELECT count(*) FROM usage"),

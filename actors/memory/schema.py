@@ -159,8 +159,29 @@ def _v2(con: apsw.Connection) -> None:
     con.execute("CREATE INDEX facts_by_validity ON facts(valid_to, valid_from)")
 
 
+#: Version 3: indexes that cost every group commit less. Each index of ``facts`` rewrites at
+#: least one or two of its pages (4 KiB of WAL each) per commit, whatever the number of
+#: facts in it.
+#: - The uniqueness of a fact's uid is kept by an index on (valid_from, uid), not on uid
+#:   alone. A uid is a hash, so each new fact went to a random page of the uid index: with 16
+#:   facts per commit, ~16 index pages rewritten, more than the facts themselves. New facts
+#:   have the latest valid_from, so now they go to the index's last page. The same
+#:   constraint: a uid hashes its valid_from, so equal uids have equal valid_from. Lookups by
+#:   uid name the valid_from too.
+#: - No query used the indexes on kind and on conversation (the search filters run on the
+#:   candidate ids), and the one on validity served only the count of current facts: it is
+#:   now a partial index of the superseded facts, which new facts do not touch.
+V3 = """
+DROP INDEX facts_by_uid;
+DROP INDEX facts_by_kind;
+DROP INDEX facts_by_conversation;
+DROP INDEX facts_by_validity;
+CREATE UNIQUE INDEX facts_by_time_uid ON facts(valid_from, uid);
+CREATE INDEX facts_superseded ON facts(valid_to) WHERE valid_to IS NOT NULL;
+"""
+
 Migration = str | Callable[[apsw.Connection], None]
-MIGRATIONS: tuple[Migration, ...] = (V1, _v2)
+MIGRATIONS: tuple[Migration, ...] = (V1, _v2, V3)
 VERSION = len(MIGRATIONS)
 
 

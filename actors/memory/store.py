@@ -24,7 +24,7 @@ from convergiod.errors import OpError
 from . import schema
 from .terms import VOCAB_DDL, TermStats
 from .vectors import VectorIndex
-from .writer import WriteFn, Writer
+from .writer import ManyFn, WriteFn, Writer
 
 log = logging.getLogger("convergiod.memory")
 
@@ -220,10 +220,12 @@ class TenantDB:
 
     # ------------------------------------------------------------------ async API
 
-    async def write(self, fn: WriteFn[T], *, atomic: bool = False) -> T:
+    async def write(
+        self, fn: WriteFn[T], *, atomic: bool = False, many: ManyFn | None = None, arg: Any = None
+    ) -> T:
         self._check()
         try:
-            return await self.writer.write(fn, atomic=atomic)
+            return await self.writer.write(fn, atomic=atomic, many=many, arg=arg)
         except apsw.Error as exc:
             raise self._failed(exc) from exc
 

@@ -185,7 +185,7 @@ def _insert_chunk(
         row = con.execute(
             "INSERT INTO facts (uid, text, kind, source, importance, conversation, valid_from,"
             " valid_to, access_count, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (uid) DO NOTHING RETURNING id",
+            " ON CONFLICT (valid_from, uid) DO NOTHING RETURNING id",
             (
                 r["uid"],
                 r["text"],

@@ -123,6 +123,35 @@ class VectorIndex:
         self._rows[fact_id] = n
         self._snapshot = None
 
+    def add_many(self, ids: list[int], vectors: bytes) -> None:
+        """``add`` for several rows: their float32 ``vectors`` one after the other, quantized
+        here in one call."""
+        k, rb, dim = len(ids), self._row_bytes, self.dim
+        if len(vectors) != k * rb:
+            raise ValueError(f"vectors of {len(vectors)} bytes, expected {k} x {rb}")
+        rows = self._rows
+        if len(set(ids)) != k or any(fid in rows for fid in ids):  # rows replaced: one by one
+            for i, fid in enumerate(ids):
+                self.add(fid, vectors[i * rb : (i + 1) * rb])
+            return
+        n = len(self._ids)
+        capacity = self._capacity
+        while n + k > capacity:
+            capacity *= 2
+        if capacity != self._capacity:
+            self._grow(capacity)
+        self._buf[n * rb : (n + k) * rb] = vectors
+        native.quantize_into(
+            vectors,
+            dim,
+            memoryview(self._q8)[n * dim : (n + k) * dim],
+            memoryview(self._scales)[4 * n : 4 * (n + k)],
+        )
+        self._alive[n : n + k] = b"\x01" * k
+        self._ids.extend(ids)
+        rows.update(zip(ids, range(n, n + k), strict=True))
+        self._snapshot = None
+
     def remove(self, fact_id: int) -> bool:
         row = self._rows.pop(fact_id, None)
         if row is None:

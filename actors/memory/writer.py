@@ -17,8 +17,18 @@ event loop after the COMMIT and before any caller of the batch is woken (e.g. up
 vector matrix), batch after batch in commit order, so in-memory state never runs ahead of
 the database.
 
-A caller cancelled while its write is still queued takes it out of the queue; once taken,
-the write completes (the caller just does not wait for it).
+Writes of the same kind that queue up together can also share their statements: a write
+given a ``many`` function runs, with the writes next to it in the batch that name the same
+function, as one call ``many(con, post, args)`` (e.g. one multi-row INSERT for a batch of
+remembered facts). Each SQLite call releases the GIL, and under load the writer then waits
+for the event loop to hand it back, so a batch's wall time grows with its number of SQLite
+(and C) calls far more than with their work. When ``many`` cannot take the group it changes
+nothing and each write runs alone through its own ``fn``.
+
+Each caller waits parked on the event loop (no Event per write) and ``_finish`` wakes the
+callers of a batch in one event-loop callback. A caller cancelled while its write is still
+queued takes it out of the queue; once taken, the write completes (the caller just does not
+wait for it).
 """
 
 from __future__ import annotations
@@ -38,21 +48,48 @@ log = logging.getLogger("convergiod.memory")
 T = TypeVar("T")
 Post = list[Callable[[], object]]
 WriteFn = Callable[[apsw.Connection, Post], T]
+#: ``many(con, post, args)``: the results of several writes' ``args`` in their order, or of
+#: the first ones only (the others then run one by one through their own ``fn``; None: all
+#: of them). It changes nothing when it raises; an ``apsw.Error`` then sends every write of
+#: the group one by one, any other exception fails the batch. Its ``post`` callbacks are
+#: for the writes it did.
+ManyFn = Callable[[apsw.Connection, Post, list[Any]], list[Any] | None]
 
 
 class _Job(Generic[T]):
-    __slots__ = ("atomic", "done", "error", "exclusive", "fn", "post", "result", "taken", "wake")
+    __slots__ = (
+        "abandoned",
+        "arg",
+        "atomic",
+        "error",
+        "exclusive",
+        "fn",
+        "many",
+        "post",
+        "result",
+        "taken",
+        "task",
+    )
 
-    def __init__(self, fn: Callable[..., T], exclusive: bool, atomic: bool = False) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., T],
+        exclusive: bool,
+        atomic: bool = False,
+        many: ManyFn | None = None,
+        arg: Any = None,
+    ) -> None:
         self.fn = fn
         self.exclusive = exclusive  # fn(con) outside any transaction, alone
         self.atomic = atomic  # needs no savepoint of its own
+        self.many = many
+        self.arg = arg
         self.post: Post = []
         self.result: T | None = None
         self.error: BaseException | None = None
         self.taken = False
-        self.done = False
-        self.wake = trio.Event()
+        self.abandoned = False  # its caller was cancelled: nobody to wake
+        self.task = trio.lowlevel.current_task()
 
 
 class Writer:
@@ -75,15 +112,27 @@ class Writer:
         self.batches = 0
         self.writes = 0
 
-    async def write(self, fn: WriteFn[T], *, atomic: bool = False) -> T:
+    async def write(
+        self,
+        fn: WriteFn[T],
+        *,
+        atomic: bool = False,
+        many: ManyFn | None = None,
+        arg: Any = None,
+    ) -> T:
         """Run ``fn(con, post)`` in the next group commit; its result once committed.
 
         ``atomic``: ``fn`` changes the database with one statement at most and can fail
         only before or in it (SQLite undoes a failed statement by itself), so it runs
         without a savepoint. That matters: FTS5 writes its pending terms out as a new
         index segment at every savepoint, which made a savepoint per write cost more than
-        the write."""
-        return await self._submit(_Job(fn, exclusive=False, atomic=atomic))
+        the write.
+
+        ``many`` (atomic writes only): run together with the neighbouring writes of the
+        same ``many`` as ``many(con, post, [arg, ...])``; ``fn`` is the fallback."""
+        if many is not None and not atomic:
+            raise ValueError("only atomic writes can be grouped")
+        return await self._submit(_Job(fn, exclusive=False, atomic=atomic, many=many, arg=arg))
 
     async def exclusive(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Run ``fn(con)`` on the writer's connection between group commits, outside any
@@ -101,16 +150,16 @@ class Writer:
                 self._idle.clear()
         if start:
             trio.lowlevel.start_thread_soon(self._drain, self._drained, name="memory writer")
-        try:
-            await job.wake.wait()
-        except trio.Cancelled:
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
             with self._lock:
                 if not job.taken:
                     self._queue.remove(job)
-            raise
-        if job.error is not None:
-            raise job.error
-        return job.result  # type: ignore[return-value]
+            job.abandoned = True  # on the event loop, like _finish: no race
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        result: T = await trio.lowlevel.wait_task_rescheduled(abort)
+        return result
 
     def wait_idle(self, timeout: float) -> bool:
         """Blocking: wait until no drainer runs (for closing the connection)."""
@@ -176,29 +225,65 @@ class Writer:
         try:
             if self.before_commit is not None:
                 self.before_commit(con)
-            for job in batch:
-                if job.atomic:
-                    try:
-                        job.result = job.fn(con, job.post)
-                    except Exception as exc:
-                        job.error = exc
-                        job.post.clear()
-                        if not con.in_transaction:  # SQLite rolled it all back (e.g. FULL)
-                            raise
+            i, n = 0, len(batch)
+            while i < n:
+                many = batch[i].many
+                if many is not None:
+                    j = i + 1
+                    while j < n and batch[j].many is many:
+                        j += 1
+                    if j - i > 1:
+                        i += self._run_many(many, batch[i:j])
+                    for job in batch[i:j]:
+                        self._run_one(job)
+                    i = j
                     continue
-                con.execute("SAVEPOINT job")
-                try:
-                    job.result = job.fn(con, job.post)
-                except Exception as exc:
-                    job.error = exc
-                    job.post.clear()
-                    con.execute("ROLLBACK TO job")
-                con.execute("RELEASE job")
+                self._run_one(batch[i])
+                i += 1
             con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
                 con.execute("ROLLBACK")
             raise
+
+    def _run_many(self, many: ManyFn, group: list[_Job[Any]]) -> int:
+        """The group as one call of ``many``: how many of its writes (from the first) it
+        did; the caller runs the others one by one."""
+        post: Post = []
+        try:
+            results = many(self.con, post, [job.arg for job in group])
+        except apsw.Error:
+            if not self.con.in_transaction:  # SQLite rolled it all back (e.g. FULL)
+                raise
+            return 0  # nothing changed: one by one, the failing write fails alone
+        if not results:
+            return 0
+        if len(results) > len(group):  # a bug in many: the batch fails, its callers crash
+            raise RuntimeError(f"{many!r} returned {len(results)} results for {len(group)}")
+        for job, result in zip(group, results, strict=False):
+            job.result = result
+        group[0].post.extend(post)
+        return len(results)
+
+    def _run_one(self, job: _Job[Any]) -> None:
+        con = self.con
+        if job.atomic:
+            try:
+                job.result = job.fn(con, job.post)
+            except Exception as exc:
+                job.error = exc
+                job.post.clear()
+                if not con.in_transaction:  # SQLite rolled it all back (e.g. FULL)
+                    raise
+            return
+        con.execute("SAVEPOINT job")
+        try:
+            job.result = job.fn(con, job.post)
+        except Exception as exc:
+            job.error = exc
+            job.post.clear()
+            con.execute("ROLLBACK TO job")
+        con.execute("RELEASE job")
 
     # ------------------------------------------------------------------ back on the event loop
 
@@ -213,6 +298,11 @@ class Writer:
                         callback()
                     except Exception as exc:  # a bug: its caller raises it (and crashes)
                         job.error = exc
+        reschedule = trio.lowlevel.reschedule
         for job in batch:
-            job.done = True
-            job.wake.set()
+            if job.abandoned:
+                continue
+            if job.error is None:
+                reschedule(job.task, outcome.Value(job.result))
+            else:
+                reschedule(job.task, outcome.Error(job.error))
