@@ -10,13 +10,24 @@ made directly to the server with the router's HTTP client (as the router benchma
 - one-step asks, sequential: overhead per ask.
 - 100 concurrent asks: throughput and p99 overhead.
 
-Run: .venv/bin/python bench/bench_orchestrator.py  (writes bench/results/orchestrator.md)
+Each phase also reports the daemon's CPU time per step or ask (from /proc), which does not
+depend on what else the machine runs. Run under the shared lock, so benchmarks do not
+overlap::
+
+    flock /tmp/convergio-bench.lock .venv/bin/python bench/bench_orchestrator.py
+
+(writes bench/results/orchestrator.md). Knobs: ``CVG_BENCH_STEP_ASKS``,
+``CVG_BENCH_SEQUENTIAL``, ``CVG_BENCH_ROUNDS`` (rounds of 100 concurrent asks),
+``CVG_BENCH_THREADS=1`` (CPU per daemon thread), ``CVG_BENCH_PROFILE=steps|seq|conc`` (py-spy
+the daemon during that phase, see ``Profiler``).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,8 +55,10 @@ max_steps = 20
 You are stepper.
 """
 
-SEQUENTIAL = 60
+STEP_ASKS = int(os.environ.get("CVG_BENCH_STEP_ASKS", "30"))
+SEQUENTIAL = int(os.environ.get("CVG_BENCH_SEQUENTIAL", "60"))
 CONCURRENT = 100
+CONC_ROUNDS = int(os.environ.get("CVG_BENCH_ROUNDS", "1"))
 STEPS = 5
 
 
@@ -98,6 +111,83 @@ async def one(client: object, prompt: str, agent: str, workspace: str) -> float:
     return time.perf_counter() - start
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (robust to other load)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[str, list[float]]:
+    """CPU seconds [user, system] per thread name (threads of one name summed)."""
+    out: dict[str, list[float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        name = "trio worker" if name.startswith("Trio thread") else name
+        fields = stat.rsplit(")", 1)[1].split()
+        acc = out.setdefault(name, [0.0, 0.0])
+        acc[0] += int(fields[11]) / tick
+        acc[1] += int(fields[12]) / tick
+    return out
+
+
+def report_threads(pid: int, before: dict[str, list[float]], phase: str, n: int) -> None:
+    """``CVG_BENCH_THREADS=1``: print each thread's CPU per step/ask over a phase."""
+    if not os.environ.get("CVG_BENCH_THREADS"):
+        return
+    after = thread_cpu(pid)
+    print(f"-- {phase}: CPU ms per unit (user/system) by thread")
+    for name, (u, s) in sorted(after.items()):
+        u0, s0 = before.get(name, [0.0, 0.0])
+        if u - u0 or s - s0:
+            print(f"   {name:24} {(u - u0) / n * 1e3:7.3f} {(s - s0) / n * 1e3:7.3f}")
+
+
+class Profiler:
+    """``CVG_BENCH_PROFILE=phase`` (steps, seq or conc) records that phase of the daemon with
+    py-spy into /tmp/orchestrator-<phase>.svg (or collapsed stacks in .txt with
+    ``CVG_BENCH_PROFILE_FORMAT=raw``); ``CVG_BENCH_PYSPY_ARGS`` adds options (``--gil``)."""
+
+    def __init__(self, pid: int, phase: str) -> None:
+        self.pid, self.phase = pid, phase
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> None:
+        if os.environ.get("CVG_BENCH_PROFILE") != self.phase:
+            return
+        fmt = os.environ.get("CVG_BENCH_PROFILE_FORMAT", "flamegraph")
+        suffix = "svg" if fmt == "flamegraph" else "txt"
+        out = Path(tempfile.gettempdir()) / f"orchestrator-{self.phase}.{suffix}"
+        spy = Path(sys.executable).parent / "py-spy"
+        self.proc = subprocess.Popen(
+            [
+                str(spy),
+                "record",
+                "--pid",
+                str(self.pid),
+                "--rate",
+                os.environ.get("CVG_BENCH_PYSPY_RATE", "1000"),
+                "--format",
+                fmt,
+                "--output",
+                str(out),
+                "--nonblocking",
+                *os.environ.get("CVG_BENCH_PYSPY_ARGS", "").split(),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(1.0)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait()
+
+
 def model_time(server: ScriptServer, prompt: str) -> float:
     return sum(s.end - s.start for s in server.spans if s.task == prompt)
 
@@ -118,33 +208,50 @@ async def main() -> None:
             d.start()
             try:
                 direct = await direct_call_latency(server.port)
+                assert d.proc is not None
+                pid = d.proc.pid
                 async with open_client(paths=d.paths) as client:
                     for i in range(5):  # warm up
                         await one(client, f"warm {i}", "writer", workspace)
                     per_step = []
                     per_step_direct = []
-                    for i in range(30):
-                        prompt = f"steps {i}"
-                        wall = await one(client, prompt, "stepper", workspace)
-                        per_step.append((wall - model_time(server, prompt)) / (STEPS + 1))
-                        per_step_direct.append((wall - direct * (STEPS + 1)) / (STEPS + 1))
+                    with Profiler(pid, "steps"):
+                        cpu0, threads0 = cpu_seconds(pid), thread_cpu(pid)
+                        for i in range(STEP_ASKS):
+                            prompt = f"steps {i}"
+                            wall = await one(client, prompt, "stepper", workspace)
+                            per_step.append((wall - model_time(server, prompt)) / (STEPS + 1))
+                            per_step_direct.append((wall - direct * (STEPS + 1)) / (STEPS + 1))
+                        cpu_step = (cpu_seconds(pid) - cpu0) / (STEP_ASKS * (STEPS + 1))
+                        report_threads(pid, threads0, "steps", STEP_ASKS * (STEPS + 1))
                     seq = []
-                    for i in range(SEQUENTIAL):
-                        prompt = f"seq {i}"
-                        wall = await one(client, prompt, "writer", workspace)
-                        seq.append(wall - model_time(server, prompt))
+                    with Profiler(pid, "seq"):
+                        cpu0, threads0 = cpu_seconds(pid), thread_cpu(pid)
+                        for i in range(SEQUENTIAL):
+                            prompt = f"seq {i}"
+                            wall = await one(client, prompt, "writer", workspace)
+                            seq.append(wall - model_time(server, prompt))
+                        cpu_seq = (cpu_seconds(pid) - cpu0) / SEQUENTIAL
+                        report_threads(pid, threads0, "seq", SEQUENTIAL)
                     conc: list[float] = []
 
-                    async def worker(i: int) -> None:
-                        prompt = f"conc {i}"
+                    async def worker(r: int, i: int) -> None:
+                        prompt = f"conc {r}.{i}"
                         wall = await one(client, prompt, "writer", workspace)
                         conc.append(wall - model_time(server, prompt))
 
-                    t0 = time.perf_counter()
-                    async with trio.open_nursery() as inner:
-                        for i in range(CONCURRENT):
-                            inner.start_soon(worker, i)
-                    elapsed = time.perf_counter() - t0
+                    with Profiler(pid, "conc"):
+                        cpu0, threads0 = cpu_seconds(pid), thread_cpu(pid)
+                        own0 = cpu_seconds(os.getpid())
+                        t0 = time.perf_counter()
+                        for r in range(CONC_ROUNDS):
+                            async with trio.open_nursery() as inner:
+                                for i in range(CONCURRENT):
+                                    inner.start_soon(worker, r, i)
+                        elapsed = (time.perf_counter() - t0) / CONC_ROUNDS
+                        cpu_conc = (cpu_seconds(pid) - cpu0) / (CONCURRENT * CONC_ROUNDS)
+                        own_conc = (cpu_seconds(os.getpid()) - own0) / (CONCURRENT * CONC_ROUNDS)
+                        report_threads(pid, threads0, "conc", CONCURRENT * CONC_ROUNDS)
             finally:
                 d.terminate()
             nursery.cancel_scope.cancel()
@@ -163,12 +270,14 @@ async def main() -> None:
                 f"{percentile(per_step, 99) * ms:.2f}",
                 "",
             ],
+            ["daemon CPU per agent step", f"{cpu_step * ms:.2f}", "", ""],
             [
                 "overhead per one-step ask, sequential",
                 f"{percentile(seq, 50) * ms:.2f}",
                 f"{percentile(seq, 99) * ms:.2f}",
                 "",
             ],
+            ["daemon CPU per one-step ask, sequential", f"{cpu_seq * ms:.2f}", "", ""],
             [
                 f"overhead per ask, {CONCURRENT} concurrent",
                 f"{percentile(conc, 50) * ms:.2f}",
@@ -178,6 +287,13 @@ async def main() -> None:
             [
                 f"throughput, {CONCURRENT} concurrent asks",
                 f"{CONCURRENT / elapsed:.0f} asks/s",
+                "",
+                "",
+            ],
+            [f"daemon CPU per ask, {CONCURRENT} concurrent", f"{cpu_conc * ms:.2f}", "", ""],
+            [
+                f"benchmark process CPU per ask (client and model server), {CONCURRENT} concurrent",
+                f"{own_conc * ms:.2f}",
                 "",
                 "",
             ],
@@ -193,7 +309,13 @@ async def main() -> None:
         notes="Overhead = client wall time minus the time the scripted model server spent "
         "streaming for that ask. Each ask records its task, conversation messages and usage "
         "through the memory actor with the default durability (an fsync per group commit). "
-        "Load average at the end: " + " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "The tenant's memory holds no facts (the context search finds nothing to read); "
+        "conversations are new (no history to read). "
+        "Daemon CPU = utime + stime of the daemon process (/proc/PID/stat) over the phase, "
+        "divided by its steps or asks: unlike wall times it does not depend on other load. "
+        "The 100 asks start at once, so their p99 is about 100 x the CPU an ask costs on the "
+        "daemon's event loop (one core), plus the benchmark process's own share of the two "
+        "cores. Load average at the end: " + " ".join(f"{x:.1f}" for x in os.getloadavg()),
     )
 
 

@@ -176,6 +176,59 @@ async def test_delegation_cycle_is_refused(
     assert answer.text.startswith("alpha got: beta got: error (bad_request): delegation cycle")
 
 
+async def test_read_only_turns_are_checkpointed_with_their_results(
+    daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    # A turn whose calls only read is not committed before they run, but it and the
+    # results are checkpointed once they are in; the final turn is not checkpointed.
+    def script(turn: Turn) -> Reply:
+        if len(turn.tool_results) < 2:
+            return Reply(calls=[("fs.list", {"path": "."}), ("fs.list", {"path": "."})])
+        return Reply(text="listed", chunks=1)
+
+    async with scripted(script) as server:
+        d = daemon_factory(router_config(server.port), start=False)
+        write_agents(d, looper=LOOPER.replace("max_tool_calls = 3", "max_tool_calls = 10"))
+        d.start()
+        async with open_client(paths=d.paths) as client:
+            _, answer = await collect(
+                client, p.Ask(prompt="go", agent="looper", workspace=str(tmp_path))
+            )
+            assert answer.text == "listed"
+            detail = await client.call(p.TaskShowOp(task=answer.task))
+    kinds = sorted(
+        (item["step"].split(":", 1)[1].split(":")[0], item["kind"]) for item in detail.transcript
+    )
+    assert kinds == [("call", "tool")] * 2 + [("model", "model")]
+    assert all(item["ok"] for item in detail.transcript if item["kind"] == "tool")
+
+
+async def test_a_conversation_continues_with_its_history_once(
+    daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    seen: list[list[tuple[str, str]]] = []
+
+    def script(turn: Turn) -> Reply:
+        seen.append([(m["role"], m.get("content") or "") for m in turn.messages[1:]])
+        return Reply(text=f"answer to {turn.task}", chunks=1)
+
+    async with scripted(script) as server:
+        d = daemon_factory(router_config(server.port))
+        async with open_client(paths=d.paths) as client:
+            first = await client.call(p.Ask(prompt="one", agent="writer", workspace=str(tmp_path)))
+            second = await client.call(
+                p.Ask(
+                    prompt="two",
+                    agent="writer",
+                    conversation=first.conversation,
+                    workspace=str(tmp_path),
+                )
+            )
+    assert second.conversation == first.conversation
+    assert seen[0] == [("user", "one")]
+    assert seen[1] == [("user", "one"), ("assistant", "answer to one"), ("user", "two")]
+
+
 async def test_task_past_its_time_limit_is_cancelled_cleanly(
     daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
 ) -> None:
@@ -265,8 +318,10 @@ async def test_sigkill_mid_task_then_resume_runs_each_side_effect_once(
 ) -> None:
 
     killed = {"done": False}
+    users: list[int] = []
 
     def script(turn: Turn) -> Reply:
+        users.append(sum(1 for m in turn.messages if m["role"] == "user"))
         # The coder's second turn (after its first append) waits until the daemon is killed.
         if turn.agent == "coder" and len(turn.tool_results) == 1 and not killed["done"]:
             return Reply(text="thinking " * 100, chunks=100, delay=0.2)
@@ -304,6 +359,8 @@ async def test_sigkill_mid_task_then_resume_runs_each_side_effect_once(
             assert answer.resumed and answer.text == "all done: appended"
             assert (await client.call(p.TaskListOp())).tasks[0].status == "done"
     assert (tmp_path / "log.txt").read_text() == "step0\nstep1\n"
+    # The resumed turns saw the request once (not again from the conversation's history).
+    assert users and set(users) == {1}
 
 
 def test_agents_list_and_show_through_the_cli(daemon: DaemonProcess) -> None:

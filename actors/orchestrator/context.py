@@ -8,6 +8,9 @@ fits, newest kept first, presented oldest first.
 from __future__ import annotations
 
 import logging
+from typing import Any
+
+import trio
 
 from convergiod import native
 from convergiod.actors.memory import messages as mem
@@ -26,28 +29,52 @@ async def build(
     conversation: str,
     prompt: str,
     config: OrchestratorConfig,
+    history: bool = True,
+    resumed: bool = False,
 ) -> list[rt.Message]:
+    """``history=False``: the conversation is new, there is none to read. ``resumed``: the
+    task's own request is already in the conversation (written when the task started);
+    it is left out, as it was when the task first ran."""
     budget = config.context_tokens
     if budget <= 0:
         return []
-    out: list[rt.Message] = []
-    facts: list[mem.Hit] = []
-    history: list[mem.StoredMessage] = []
-    try:
-        if config.memory_facts:
-            facts = await memory.ask(
-                mem.Search(tenant=tenant, query=prompt, limit=config.memory_facts), timeout=10.0
-            )
-        if config.history_messages:
-            history = await memory.ask(
+    found: dict[str, Any] = {}
+
+    async def ask(key: str, msg: Any) -> None:
+        try:
+            found[key] = await memory.ask(msg, timeout=10.0)
+        except OpError as exc:
+            # Memory trouble must not stop the user from getting an answer.
+            log.warning("context from memory unavailable: %s: %s", exc.code, exc.message)
+
+    searches: list[tuple[str, Any]] = []
+    if config.memory_facts:
+        searches.append(
+            ("facts", mem.Search(tenant=tenant, query=prompt, limit=config.memory_facts))
+        )
+    if history and config.history_messages:
+        searches.append(
+            (
+                "history",
                 mem.History(
                     tenant=tenant, conversation=conversation, limit=config.history_messages
                 ),
-                timeout=10.0,
             )
-    except OpError as exc:
-        # Memory trouble must not stop the user from getting an answer.
-        log.warning("context from memory unavailable: %s: %s", exc.code, exc.message)
+        )
+    if len(searches) == 1:
+        await ask(*searches[0])
+    elif searches:
+        async with trio.open_nursery() as nursery:
+            for key, msg in searches:
+                nursery.start_soon(ask, key, msg)
+    facts: list[mem.Hit] = found.get("facts", [])
+    stored: list[mem.StoredMessage] = found.get("history", [])
+    if resumed:
+        for i in range(len(stored) - 1, -1, -1):
+            if stored[i].role == "user" and stored[i].content == prompt:
+                stored = stored[:i] + stored[i + 1 :]
+                break
+    out: list[rt.Message] = []
     lines: list[str] = []
     used = 0
     for hit in facts:
@@ -60,13 +87,13 @@ async def build(
     if lines:
         out.append(rt.Message(role="system", content="Facts from memory:\n" + "\n".join(lines)))
     kept: list[rt.Message] = []
-    for stored in reversed(history):
-        if stored.role not in ("user", "assistant"):
+    for message in reversed(stored):
+        if message.role not in ("user", "assistant"):
             continue
-        cost = native.estimate_tokens(stored.content) + 4
+        cost = native.estimate_tokens(message.content) + 4
         if used + cost > budget:
             break
-        kept.append(rt.Message(role=stored.role, content=stored.content))  # type: ignore[arg-type]
+        kept.append(rt.Message(role=message.role, content=message.content))  # type: ignore[arg-type]
         used += cost
     out.extend(reversed(kept))
     return out

@@ -15,6 +15,19 @@ Every completed step is checkpointed under a key that depends only on its positi
 task (``ali#2:model``, ``ali/coder@call_1#1:call:call_7``), so ``task resume`` replays the
 completed steps from memory instead of running them again: a model turn is not paid twice
 and a tool with a side effect does not run twice.
+
+What waits for a checkpoint's COMMIT (an fsync), and what does not:
+
+- a turn that calls a tool with a side effect (or delegates) is committed before its tools
+  run, after every earlier checkpoint of the agent: a resumed task never runs them twice;
+- each result of such a turn is written as soon as it is in (a finished delegation is kept
+  while the others still run), and all are committed before the next turn is asked;
+- a turn whose calls only read is written together with their results once they are in,
+  without waiting: the agent's next model call runs meanwhile; after a crash the turn is
+  asked again and its reads run again, which is harmless;
+- a final turn is not checkpointed: on resume it is simply asked again;
+- no checkpoint is written before the task's own record is committed (``recorded``), and
+  ``run`` returns only when every checkpoint is committed.
 """
 
 from __future__ import annotations
@@ -76,6 +89,12 @@ class DelegateArgs(msgspec.Struct, forbid_unknown_fields=True):
     task: str
 
 
+#: A checkpoint to write: key, kind, step.
+_Save = tuple[str, str, "ModelStep | ToolStep"]
+#: Tool specs by (agent, tool list, team) identity: (agent, tools, team, specs).
+_SPECS: dict[tuple[int, int, int], tuple[Any, Any, Any, list[rt.ToolSpec]]] = {}
+
+
 @dataclass
 class _Usage:
     calls: int = 0
@@ -114,16 +133,30 @@ class TaskRun:
     _notified: set[str] = field(default_factory=set)
     _nursery: trio.Nursery | None = None
     _pending: dict[str, list[trio.Event]] = field(default_factory=dict)
+    #: Set once the task's record is committed; checkpoints wait for it (None: no wait).
+    recorded: trio.Event | None = None
 
     def __post_init__(self) -> None:
         self._limiter = trio.CapacityLimiter(self.config.max_concurrent_agents)
 
     async def run(
-        self, agent: AgentDef, prompt: str, context: list[rt.Message] | None = None
+        self,
+        agent: AgentDef,
+        prompt: str,
+        context: list[rt.Message] | None = None,
+        *,
+        nursery: trio.Nursery | None = None,
     ) -> str:
-        """Run the task's root agent; returns once every checkpoint is written."""
-        async with trio.open_nursery() as nursery:
+        """Run the task's root agent; returns once every checkpoint is written, or with
+        ``nursery``, as soon as the answer is there: checkpoints still being written are
+        tasks of that nursery."""
+        if nursery is not None:
             self._nursery = nursery
+            return await self.run_agent(
+                agent, prompt, path=agent.name, chain=(agent.name,), context=context
+            )
+        async with trio.open_nursery() as own:
+            self._nursery = own
             text = await self.run_agent(
                 agent, prompt, path=agent.name, chain=(agent.name,), context=context
             )
@@ -166,7 +199,7 @@ class TaskRun:
         ]
         budget = _AgentBudget()
         for n in range(1, agent.limits.max_steps + 1):
-            step = await self._model_step(agent, path, n, messages, specs)
+            step, deferred = await self._model_step(agent, path, n, messages, specs)
             self.steps += 1
             budget.tokens += step.input_tokens + step.output_tokens
             budget.cost += step.cost
@@ -176,7 +209,16 @@ class TaskRun:
             if not step.tool_calls:
                 return step.text
             self._check_budget(agent, budget, len(step.tool_calls))
-            results = await self._tool_steps(agent, path, n, chain, step.tool_calls)
+            later: list[_Save] | None = None
+            if deferred:
+                later = [(f"{path}#{n}:model", "model", step)]
+            results = await self._tool_steps(agent, path, n, chain, step.tool_calls, later)
+            if later:
+                self._save_soon(path, later)
+            else:
+                # Results of tools with side effects (and delegations' answers) are committed
+                # before the next turn is asked: a crash from here on does not repeat them.
+                await self._flush(path)
             for call, result in zip(step.tool_calls, results, strict=True):
                 messages.append(
                     rt.Message(role="tool", content=result.content, tool_call_id=call.id)
@@ -194,12 +236,16 @@ class TaskRun:
         n: int,
         chain: tuple[str, ...],
         calls: list[rt.ToolCall],
+        later: list[_Save] | None = None,
     ) -> list[ToolStep]:
-        """Run one turn's tool calls at once; results in the calls' order."""
+        """Run one turn's tool calls at once; results in the calls' order. With ``later``,
+        the new results' checkpoints are appended to it instead of being written."""
+        if len(calls) == 1:
+            return [await self._tool_step(agent, path, n, chain, calls[0], later)]
         results: list[ToolStep | None] = [None] * len(calls)
 
         async def one(i: int, call: rt.ToolCall) -> None:
-            results[i] = await self._tool_step(agent, path, n, chain, call)
+            results[i] = await self._tool_step(agent, path, n, chain, call, later)
 
         async with trio.open_nursery() as nursery:
             for i, call in enumerate(calls):
@@ -234,25 +280,24 @@ class TaskRun:
         n: int,
         messages: list[rt.Message],
         specs: list[rt.ToolSpec],
-    ) -> ModelStep:
+    ) -> tuple[ModelStep, bool]:
+        """The turn, and whether its checkpoint is left to the caller (a fresh turn whose
+        calls all only read: written with their results, see the module's docstring)."""
         key = f"{path}#{n}:model"
         saved = self.checkpoints.get(key)
         if saved is not None:
             self.replayed += 1
-            return msgspec.msgpack.decode(saved, type=ModelStep)
+            return msgspec.msgpack.decode(saved, type=ModelStep), False
         step = await self._call_model(agent, path, n, messages, specs)
-        if step.tool_calls:
-            # The previous step's tool results must be durable before this turn, which was
-            # computed from them; this turn must be durable before its tools run, so that a
-            # resumed task never runs a tool twice: unless every call is read-only, then the
-            # checkpoint is written while they run. A final turn needs no checkpoint: on
-            # resume it is simply asked again.
-            await self._flush(path)
-            if all(c.name in READ_ONLY_TOOLS for c in step.tool_calls):
-                self._save_soon(path, key, "model", step)
-            else:
-                await self._save(key, "model", step)
-        return step
+        if not step.tool_calls:
+            return step, False
+        if all(c.name in READ_ONLY_TOOLS for c in step.tool_calls):
+            return step, True
+        # The earlier checkpoints (the previous step's tool results, from which this turn
+        # was computed) first, then this turn, durable before its tools run.
+        await self._flush(path)
+        await self._save(key, "model", step)
+        return step, False
 
     async def _call_model(
         self,
@@ -342,6 +387,24 @@ class TaskRun:
         return any(fnmatch.fnmatchcase(tool, pattern) for pattern in agent.tools)
 
     def _tool_specs(self, agent: AgentDef) -> list[rt.ToolSpec]:
+        """What ``agent`` is offered; the same list for the same agent and tool list (the
+        tool actor answers with the same list until a tool is added or removed)."""
+        key = (id(agent), id(self.tools), id(self.team))
+        cached = _SPECS.get(key)
+        if (
+            cached is not None
+            and cached[0] is agent
+            and cached[1] is self.tools
+            and cached[2] is self.team
+        ):
+            return cached[3]
+        specs = self._build_specs(agent)
+        if len(_SPECS) >= 256:
+            _SPECS.clear()
+        _SPECS[key] = (agent, self.tools, self.team, specs)
+        return specs
+
+    def _build_specs(self, agent: AgentDef) -> list[rt.ToolSpec]:
         specs = [
             rt.ToolSpec(name=t.name, description=t.description, parameters=t.schema)
             for t in self.tools
@@ -367,7 +430,13 @@ class TaskRun:
         return specs
 
     async def _tool_step(
-        self, agent: AgentDef, path: str, n: int, chain: tuple[str, ...], call: rt.ToolCall
+        self,
+        agent: AgentDef,
+        path: str,
+        n: int,
+        chain: tuple[str, ...],
+        call: rt.ToolCall,
+        later: list[_Save] | None = None,
     ) -> ToolStep:
         key = f"{path}#{n}:call:{call.id}"
         try:
@@ -406,7 +475,11 @@ class TaskRun:
             else:
                 assert isinstance(args, dict)
                 result = await self._run_tool(agent, call, args)
-            self._save_soon(path, key, "delegation" if call.name == DELEGATE else "tool", result)
+            save: _Save = (key, "delegation" if call.name == DELEGATE else "tool", result)
+            if later is not None:
+                later.append(save)
+            else:
+                self._save_soon(path, [save])
         await self.emit(
             protocol.ToolCallFinished(
                 agent=agent.name,
@@ -488,16 +561,24 @@ class TaskRun:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _save_soon(self, path: str, key: str, kind: str, step: ModelStep | ToolStep) -> None:
-        """Write a tool result's checkpoint while the agent goes on to its next model call;
-        ``_flush(path)`` waits for it before the agent's next checkpoint."""
+    def _save_soon(self, path: str, saves: list[_Save]) -> None:
+        """Write checkpoints (at once: they share a group commit) while the agent goes on;
+        ``_flush(path)`` waits for them."""
+        for key, _, step in saves:
+            self.checkpoints[key] = msgspec.msgpack.encode(step)
+        pending = self._pending.setdefault(path, [])
+        pending[:] = [e for e in pending if not e.is_set()]
         done = trio.Event()
-        self._pending.setdefault(path, []).append(done)
-        self.checkpoints[key] = msgspec.msgpack.encode(step)
+        pending.append(done)
 
         async def write() -> None:
             try:
-                await self._save(key, kind, step)
+                if len(saves) == 1:
+                    await self._save(*saves[0])
+                    return
+                async with trio.open_nursery() as nursery:
+                    for save in saves:
+                        nursery.start_soon(self._save, *save)
             finally:
                 done.set()
 
@@ -507,11 +588,15 @@ class TaskRun:
 
     async def _flush(self, path: str) -> None:
         for done in self._pending.pop(path, []):
-            await done.wait()
+            if not done.is_set():
+                await done.wait()
 
     async def _save(self, key: str, kind: str, step: ModelStep | ToolStep) -> None:
-        payload = msgspec.msgpack.encode(step)
+        payload = self.checkpoints.get(key) or msgspec.msgpack.encode(step)
         self.checkpoints[key] = payload
+        recorded = self.recorded
+        if recorded is not None and not recorded.is_set():
+            await recorded.wait()
         with trio.CancelScope(shield=True):
             await self.system.ref("memory").ask(
                 mem.SaveStep(

@@ -19,7 +19,7 @@ import trio
 
 from convergiod.config import Config
 from convergiod.errors import OpError
-from convergiod.runtime import Actor
+from convergiod.runtime import NOT_NOW, Actor
 
 from .base import Tool, ToolContext, ToolOutput, decode_args
 from .messages import CancelTool, ListTools, RegisterTool, RunTool, UnregisterOwner
@@ -107,6 +107,11 @@ class ToolActor(Actor):
         self.state = state
         self.concurrency = state.config.tools.max_concurrent  # type: ignore[misc]
         self._running: dict[tuple[str, int], set[trio.CancelScope]] = {}
+
+    def handle_now(self, msg: object) -> Any:
+        if type(msg) is ListTools:
+            return self.state.registry.infos()
+        return NOT_NOW
 
     async def handle(self, msg: object) -> Any:
         kind = type(msg)

@@ -32,6 +32,7 @@ class Registry:
         #: ``always`` approvals kept here too, so that they hold even while the memory actor
         #: is down: (tenant, tool, key).
         self.approved: set[tuple[str, str, str]] = set()
+        self._infos: list[ToolInfo] | None = None
 
     def add(self, tool: Tool, owner: str) -> None:
         name = getattr(tool, "name", None)
@@ -44,12 +45,15 @@ class Registry:
             raise OpError("bad_request", f"tool {name!r}: args_type must be a msgspec Struct")
         self._schemas[name] = tool_schema(tool)
         self._tools[name] = (tool, owner)
+        self._infos = None
 
     def remove_owner(self, owner: str) -> int:
         names = [n for n, (_, o) in self._tools.items() if o == owner]
         for n in names:
             del self._tools[n]
             del self._schemas[n]
+        if names:
+            self._infos = None
         return len(names)
 
     def get(self, name: str) -> Tool:
@@ -73,6 +77,13 @@ class Registry:
         return default if default in POLICIES else "ask"
 
     def infos(self) -> list[ToolInfo]:
+        """Every tool, sorted by name: the same list (do not change it) until a tool is
+        added or removed, so callers can cache what they derive from it."""
+        if self._infos is None:
+            self._infos = self._make_infos()
+        return self._infos
+
+    def _make_infos(self) -> list[ToolInfo]:
         return [
             ToolInfo(
                 name=name,

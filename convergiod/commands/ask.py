@@ -39,6 +39,7 @@ async def serve_ask(daemon: Daemon, ctx: RequestContext, op: protocol.Ask) -> pr
         workspace=op.workspace,
         checkpoints={},
         fresh=True,
+        new_conversation=op.conversation is None,
     )
 
 
@@ -73,6 +74,7 @@ async def serve_resume(
         workspace=op.workspace,
         checkpoints={step: payload for step, _kind, payload in record.steps},
         fresh=False,
+        new_conversation=False,
     )
 
 
@@ -87,16 +89,26 @@ async def _run_task(
     workspace: str,
     checkpoints: dict[str, bytes],
     fresh: bool,
+    new_conversation: bool,
 ) -> protocol.Answer:
+    """Run a task. What waits for whom: the task's record (and the user's message) is
+    written while the context is gathered and the first model call runs; the task's first
+    checkpoint waits for it (``TaskRun.recorded``), and so does the record of its end."""
     import trio
 
     from convergiod.actors.memory import messages as mem
     from convergiod.actors.orchestrator import context as ctxmod
-    from convergiod.actors.orchestrator.actor import GetTeam, TaskBegin, TaskEnd
+    from convergiod.actors.orchestrator.actor import (
+        GetModels,
+        GetTeam,
+        TaskBegin,
+        TaskEnd,
+        ask_soon,
+    )
     from convergiod.actors.orchestrator.engine import TaskRun
-    from convergiod.actors.router import messages as rt
     from convergiod.actors.tool import messages as tl
     from convergiod.errors import OpError
+    from convergiod.runtime import NOT_NOW
 
     assert daemon.system is not None
     system = daemon.system
@@ -107,44 +119,17 @@ async def _run_task(
     from convergiod.security.workspace import tenant_workspace
 
     workspace = tenant_workspace(daemon, ctx.caller, workspace)
-    team = await system.ref("orchestrator").ask(GetTeam())
+    orchestrator = system.ref("orchestrator")
+    team = await ask_soon(orchestrator, GetTeam())
     name = agent_name or config.default_agent
     agent = team.get(name)
     if agent is None:
         raise OpError("not_found", f"no agent named {name!r}; see `convergio agents list`")
     memory = system.ref("memory")
-    orchestrator = system.ref("orchestrator")
-    await orchestrator.ask(TaskBegin(tenant=tenant, task=task))
+    tools: list[tl.ToolInfo] = await ask_soon(system.ref("tool"), tl.ListTools(tenant=tenant))
+    models: dict[str, Any] = await ask_soon(orchestrator, GetModels())
+    await ask_soon(orchestrator, TaskBegin(tenant=tenant, task=task))
     try:
-        found: dict[str, Any] = {}
-
-        async def fetch(key: str, ref: str, msg: Any) -> None:
-            found[key] = await system.ref(ref).ask(msg, timeout=30.0)
-
-        async def context() -> None:
-            found["context"] = await ctxmod.build(
-                memory, tenant=tenant, conversation=conversation, prompt=prompt, config=config
-            )
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                fetch,
-                "saved",
-                "memory",
-                mem.SaveTask(
-                    tenant=tenant,
-                    task=task,
-                    status="running",
-                    request=prompt,
-                    agent=agent.name,
-                    conversation=conversation,
-                ),
-            )
-            nursery.start_soon(context)
-            nursery.start_soon(fetch, "tools", "tool", tl.ListTools(tenant=tenant))
-            nursery.start_soon(fetch, "models", "router", rt.ListModels())
-        tools: list[tl.ToolInfo] = found["tools"]
-        model_list: rt.ModelList = found["models"]
 
         async def approve(
             tool: str, summary: str, args: dict[str, Any], agent_: str | None
@@ -157,6 +142,7 @@ async def _run_task(
                 timeout=daemon.config.tools.approval_timeout,
             )
 
+        recorded = trio.Event()
         run = TaskRun(
             system=system,
             tenant=tenant,
@@ -168,24 +154,35 @@ async def _run_task(
             emit=ctx.emit,
             approve=approve,
             tools=tools,
-            models={m.name: m for m in model_list.models},
+            models=models,
             checkpoints=checkpoints,
+            recorded=recorded,
         )
-        status, result = "failed", None
-        try:
-            with trio.fail_after(config.task_timeout):
-                text = await run.run(agent, prompt, found["context"])
-            status, result = "done", text
-        except trio.TooSlowError:
-            status = "failed"
-            raise OpError(
-                "timeout", f"task {task} exceeded its time limit of {config.task_timeout:g} s"
-            ) from None
-        except BaseException as exc:
-            if _is_cancellation(exc):
-                status = "cancelled"
-            raise
-        finally:
+
+        async def record() -> None:
+            """The task's record, and for a new task the user's message, in one group
+            commit; it completes even when the task is cancelled."""
+            writes: list[Any] = [
+                mem.SaveTask(
+                    tenant=tenant,
+                    task=task,
+                    status="running",
+                    request=prompt,
+                    agent=agent.name,
+                    conversation=conversation,
+                )
+            ]
+            if fresh:
+                writes.append(
+                    mem.AppendMessage(
+                        tenant=tenant, conversation=conversation, role="user", content=prompt
+                    )
+                )
+            with trio.CancelScope(shield=True):
+                await _ask_all(memory, writes, timeout=30.0)
+            recorded.set()
+
+        async def finish(status: str, result: str | None) -> None:
             await _finish(
                 daemon,
                 run,
@@ -196,10 +193,50 @@ async def _run_task(
                 result=result,
                 conversation=conversation,
                 agent=agent.name,
-                fresh=fresh,
             )
+
+        status, finished = "failed", False
+        try:
+            with trio.fail_after(config.task_timeout):
+                # The nursery holds the task's writes: its record, checkpoints still being
+                # written when the answer is there, and then the record of its end, which
+                # need not wait for them (one group commit can take them all).
+                async with trio.open_nursery() as nursery:
+                    if new_conversation:
+                        nursery.start_soon(record)
+                    context = await ctxmod.build(
+                        memory,
+                        tenant=tenant,
+                        conversation=conversation,
+                        prompt=prompt,
+                        config=config,
+                        history=not new_conversation,
+                        resumed=not fresh,
+                    )
+                    if not new_conversation:
+                        # After the history is read: it must not contain this prompt yet.
+                        nursery.start_soon(record)
+                    text = await run.run(agent, prompt, context, nursery=nursery)
+                    status, finished = "done", True
+                    if not recorded.is_set():
+                        await recorded.wait()
+                    await finish("done", text)
+        except trio.TooSlowError:
+            status = "failed"
+            raise OpError(
+                "timeout", f"task {task} exceeded its time limit of {config.task_timeout:g} s"
+            ) from None
+        except BaseException as exc:
+            if _is_cancellation(exc):
+                status = "cancelled"
+            raise
+        finally:
+            if not finished:
+                await finish(status, None)
     finally:
-        orchestrator.send(TaskEnd(tenant=tenant, task=task))
+        end = TaskEnd(tenant=tenant, task=task)
+        if orchestrator.ask_now(end) is NOT_NOW:  # the actor is restarting
+            orchestrator.send(end)
     return protocol.Answer(
         task=task,
         conversation=conversation,
@@ -209,6 +246,22 @@ async def _run_task(
         steps=run.steps,
         resumed=not fresh,
     )
+
+
+async def _ask_all(ref: Any, msgs: list[Any], timeout: float) -> None:
+    """Ask ``ref`` every message at once (writes to memory share one group commit)."""
+    import trio
+
+    if len(msgs) == 1:
+        await ref.ask(msgs[0], timeout=timeout)
+        return
+
+    async def one(msg: Any) -> None:
+        await ref.ask(msg, timeout=timeout)
+
+    async with trio.open_nursery() as nursery:
+        for msg in msgs:
+            nursery.start_soon(one, msg)
 
 
 def _is_cancellation(exc: BaseException) -> bool:
@@ -231,10 +284,9 @@ async def _finish(
     result: str | None,
     conversation: str,
     agent: str,
-    fresh: bool,
 ) -> None:
-    """Record how the task ended (and the exchange in its conversation), even while it is
-    being cancelled."""
+    """Record how the task ended (and the answer in its conversation), even while it is
+    being cancelled. The task's first record is written by then (its writer is done)."""
     import logging
 
     import trio
@@ -244,48 +296,32 @@ async def _finish(
 
     assert daemon.system is not None
     memory = daemon.system.ref("memory")
-
-    async def save_task() -> None:
-        await memory.ask(
-            mem.SaveTask(
-                tenant=tenant,
-                task=task,
-                status=status,
-                request=prompt,
-                agent=agent,
-                conversation=conversation,
-                result=result,
-            ),
-            timeout=10.0,
+    writes: list[Any] = [
+        mem.SaveTask(
+            tenant=tenant,
+            task=task,
+            status=status,
+            request=prompt,
+            agent=agent,
+            conversation=conversation,
+            result=result,
         )
-
-    async def save_conversation() -> None:
-        if fresh:
-            await memory.ask(
-                mem.AppendMessage(
-                    tenant=tenant, conversation=conversation, role="user", content=prompt
-                ),
-                timeout=10.0,
+    ]
+    if result is not None:
+        writes.append(
+            mem.AppendMessage(
+                tenant=tenant,
+                conversation=conversation,
+                role="assistant",
+                content=result,
+                agent=agent,
             )
-        if result is not None:
-            await memory.ask(
-                mem.AppendMessage(
-                    tenant=tenant,
-                    conversation=conversation,
-                    role="assistant",
-                    content=result,
-                    agent=agent,
-                ),
-                timeout=10.0,
-            )
-
+        )
     with trio.CancelScope(shield=True), trio.move_on_after(30):
         if status == "cancelled":
             daemon.system.ref("tool").send(tl.CancelTool(tenant=tenant, request_id=run.request_id))
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(save_task)
-                nursery.start_soon(save_conversation)
+            await _ask_all(memory, writes, timeout=10.0)
         except Exception:
             logging.getLogger("convergiod.orchestrator").exception(
                 "could not record the end of task %s", task

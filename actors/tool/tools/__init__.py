@@ -4,7 +4,7 @@ a thread limiter, a way to reach other actors)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -29,11 +29,23 @@ class ToolEnv:
     scrub_env: frozenset[str] = frozenset()
     #: ``ask(actor_name, message, timeout)``: how the memory tools reach the memory actor.
     ask: Callable[[str, Any, float], Any] | None = None
+    #: Sandboxes by (roots, workspace): a sandbox is immutable, and its real paths are the
+    #: ones the tool actor already resolved (and caches) for the call's workspace.
+    _sandboxes: dict[tuple[Any, Any], Sandbox] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def sandbox(self, ctx: ToolContext) -> Sandbox:
         if not ctx.roots:
             raise OpError("sandbox_denied", "no workspace: give one, or configure tools.roots")
-        return Sandbox(ctx.roots, workspace=ctx.workspace, protected=self.protected)
+        key = (ctx.roots, ctx.workspace)
+        sandbox = self._sandboxes.get(key)
+        if sandbox is None:
+            sandbox = Sandbox(ctx.roots, workspace=ctx.workspace, protected=self.protected)
+            if len(self._sandboxes) >= 256:
+                self._sandboxes.clear()
+            self._sandboxes[key] = sandbox
+        return sandbox
 
     async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
