@@ -1,7 +1,7 @@
 """Router overhead: a model call through the daemon vs the same call made directly to the same
 local test server, in the same run, at 1 and at 50 concurrent streams; time to first token
 (TTFT) and total time. Also the embedded model's TTFT and tokens/s, and the HTTP client the
-router uses (Trio + h11) against httpx at 50 concurrent streams.
+router uses (Trio sockets, its own HTTP/1.1 framing) against httpx at 50 concurrent streams.
 
 Processes: the test server (tests/llm_server.py), the daemon, and this driver. The direct
 client is the router's own HTTP client and SSE decoder, in this process; the daemon path is
@@ -39,10 +39,46 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CHUNKS = 20
 UPSTREAM = f"text;chunks={CHUNKS}"
+# The same answer at a model's pace: a chunk every 20 ms (50 tokens/s), so 50 streams do not
+# saturate the machine's CPUs and the overhead is the daemon's latency, not queueing.
+PACE = 0.02
+PACED_UPSTREAM = f"text;chunks={CHUNKS};delay={PACE}"
+PACED_PER_TASK = 2
 ROUNDS = 4
 SEQUENTIAL_PER_ROUND = 100
 CONCURRENT = 50
 CONCURRENT_PER_TASK = 4
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere). Robust to other
+    load on the machine, unlike latency."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds of some processes, summed over the measured stretches only."""
+
+    def __init__(self, **pids: int) -> None:
+        self.pids = pids
+        self.total = dict.fromkeys(pids, 0.0)
+        self._start: dict[str, float] = {}
+
+    def __enter__(self) -> CpuMeter:
+        self._start = {k: cpu_seconds(pid) for k, pid in self.pids.items()}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for k, pid in self.pids.items():
+            self.total[k] += cpu_seconds(pid) - self._start[k]
+
+    def per_call_ms(self, name: str, calls: int) -> str:
+        return f"{1e3 * self.total[name] / calls:.2f}" if calls else "-"
 
 
 def start_server() -> tuple[subprocess.Popen[str], int]:
@@ -59,12 +95,12 @@ def start_server() -> tuple[subprocess.Popen[str], int]:
 class Direct:
     """The same request the router makes, straight to the server."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, upstream: str = UPSTREAM) -> None:
         self.client = HttpClient()
         self.url = f"http://127.0.0.1:{port}/v1/chat/completions"
         self.body = msgspec.json.encode(
             {
-                "model": UPSTREAM,
+                "model": upstream,
                 "messages": [{"role": "user", "content": "Hi"}],
                 "stream": True,
                 "stream_options": {"include_usage": True},
@@ -92,9 +128,9 @@ class Direct:
 
 
 class ThroughDaemon:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, model: str = "bench") -> None:
         self.client = client
-        self.op = p.ModelChat(messages=[p.ChatMessage(role="user", content="Hi")], model="bench")
+        self.op = p.ModelChat(messages=[p.ChatMessage(role="user", content="Hi")], model=model)
 
     async def call(self) -> tuple[float, float]:
         start = time.perf_counter()
@@ -117,11 +153,21 @@ async def sequential(fn: Any, n: int, out: list[tuple[float, float]]) -> None:
         out.append(await fn())
 
 
-async def concurrent(fn: Any, tasks: int, per_task: int, out: list[tuple[float, float]]) -> float:
+async def concurrent(
+    fn: Any, tasks: int, per_task: int, out: list[tuple[float, float]], stagger: float = 0.0
+) -> float:
+    """``tasks`` tasks making ``per_task`` calls each; with ``stagger``, task i starts
+    ``i * stagger / tasks`` seconds late (streams that did not all begin at one instant)."""
+
+    async def run(i: int) -> None:
+        if stagger:
+            await trio.sleep(i * stagger / tasks)
+        await sequential(fn, per_task, out)
+
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
-        for _ in range(tasks):
-            nursery.start_soon(sequential, fn, per_task, out)
+        for i in range(tasks):
+            nursery.start_soon(run, i)
     return time.perf_counter() - start
 
 
@@ -130,7 +176,7 @@ def stats(samples: list[tuple[float, float]], i: int) -> tuple[float, float]:
     return percentile(values, 50), percentile(values, 99)
 
 
-async def httpx_vs_h11(port: int) -> list[list[str]]:
+async def httpx_vs_router_client(port: int) -> list[list[str]]:
     """Requests/s of 50 concurrent streaming calls: the router's client vs httpx (tuned)."""
     import httpx
 
@@ -143,7 +189,7 @@ async def httpx_vs_h11(port: int) -> list[list[str]]:
     took = await concurrent(direct.call, CONCURRENT, n_per, out)
     rows.append(
         [
-            "Trio + h11 (router)",
+            "Trio sockets (router's client)",
             f"{CONCURRENT * n_per / took:,.0f}",
             f"{stats(out, 1)[0]:.2f}",
             f"{stats(out, 1)[1]:.2f}",
@@ -213,6 +259,9 @@ base_url = "http://127.0.0.1:{port}/v1"
 [router.models.bench]
 provider = "mock"
 upstream = "{UPSTREAM}"
+[router.models.paced]
+provider = "mock"
+upstream = "{PACED_UPSTREAM}"
 """
     daemon = DaemonProcess(home, config)
     try:
@@ -227,16 +276,35 @@ upstream = "{UPSTREAM}"
             # Warm-up: pools, caches, the daemon's first-call imports.
             await concurrent(direct.call, CONCURRENT, 2, [])
             await concurrent(through.call, CONCURRENT, 2, [])
+            assert daemon.proc is not None
+            pids = {"daemon": daemon.proc.pid, "server": server.pid, "driver": os.getpid()}
+            cpu = {key: CpuMeter(**pids) for key in ("d_seq", "r_seq", "d_con", "r_con")}
             for _ in range(ROUNDS):
-                await sequential(direct.call, SEQUENTIAL_PER_ROUND, d_seq)
-                await sequential(through.call, SEQUENTIAL_PER_ROUND, r_seq)
+                with cpu["d_seq"]:
+                    await sequential(direct.call, SEQUENTIAL_PER_ROUND, d_seq)
+                with cpu["r_seq"]:
+                    await sequential(through.call, SEQUENTIAL_PER_ROUND, r_seq)
             d_wall = r_wall = 0.0
             for _ in range(ROUNDS):
-                d_wall += await concurrent(direct.call, CONCURRENT, CONCURRENT_PER_TASK, d_con)
-                r_wall += await concurrent(through.call, CONCURRENT, CONCURRENT_PER_TASK, r_con)
+                with cpu["d_con"]:
+                    d_wall += await concurrent(direct.call, CONCURRENT, CONCURRENT_PER_TASK, d_con)
+                with cpu["r_con"]:
+                    r_wall += await concurrent(through.call, CONCURRENT, CONCURRENT_PER_TASK, r_con)
+            d_paced: list[tuple[float, float]] = []
+            r_paced: list[tuple[float, float]] = []
+            direct_paced = Direct(port, PACED_UPSTREAM)
+            through_paced = ThroughDaemon(client, "paced")
+            for _ in range(ROUNDS):
+                await concurrent(
+                    direct_paced.call, CONCURRENT, PACED_PER_TASK, d_paced, stagger=CHUNKS * PACE
+                )
+                await concurrent(
+                    through_paced.call, CONCURRENT, PACED_PER_TASK, r_paced, stagger=CHUNKS * PACE
+                )
+            await direct_paced.client.aclose()
             embedded_rows = [] if "--no-embedded" in sys.argv else await embedded(client)
         await direct.client.aclose()
-        client_rows = await httpx_vs_h11(port)
+        client_rows = await httpx_vs_router_client(port)
     finally:
         daemon.terminate()
         server.terminate()
@@ -244,7 +312,11 @@ upstream = "{UPSTREAM}"
         shutil.rmtree(home, ignore_errors=True)
 
     rows = []
-    for label, d, r in (("1 stream", d_seq, r_seq), (f"{CONCURRENT} streams", d_con, r_con)):
+    for label, d, r in (
+        ("1 stream", d_seq, r_seq),
+        (f"{CONCURRENT} streams", d_con, r_con),
+        (f"{CONCURRENT} streams, paced", d_paced, r_paced),
+    ):
         for i, what in ((0, "TTFT"), (1, "total")):
             dp50, dp99 = stats(d, i)
             rp50, rp99 = stats(r, i)
@@ -261,6 +333,21 @@ upstream = "{UPSTREAM}"
                 ]
             )
     n_calls = len(d_con)
+    cpu_rows = []
+    for key, path, conc, calls in (
+        ("d_seq", "direct", "1 stream", len(d_seq)),
+        ("r_seq", "through the daemon", "1 stream", len(r_seq)),
+        ("d_con", "direct", f"{CONCURRENT} streams", len(d_con)),
+        ("r_con", "through the daemon", f"{CONCURRENT} streams", len(r_con)),
+    ):
+        meter = cpu[key]
+        total = sum(meter.total.values()) - (0 if key.startswith("r") else meter.total["daemon"])
+        cpu_rows.append(
+            f"| {path} | {conc} | "
+            + (meter.per_call_ms("daemon", calls) if key.startswith("r") else "-")
+            + f" | {meter.per_call_ms('server', calls)} | {meter.per_call_ms('driver', calls)}"
+            + f" | {1e3 * total / calls:.2f} |"
+        )
     notes = (
         f"""
 Overhead = through the daemon minus direct, per percentile (ms). Targets: median ≤ 1 ms,
@@ -270,6 +357,21 @@ from the local test server (OpenAI format, no delays). {ROUNDS} alternating roun
 ({CONCURRENT} tasks). Concurrent throughput: direct {n_calls / d_wall:,.0f} calls/s, through
 the daemon {n_calls / r_wall:,.0f} calls/s. Three processes (server, daemon, driver) share
 {os.cpu_count()} CPUs; load average at the end of the run: {os.getloadavg()[0]:.1f}.
+"Paced": the same answer with a chunk every {PACE * 1e3:.0f} ms ({1 / PACE:.0f} tokens/s, a
+model's pace), {len(d_paced)} calls each way from {CONCURRENT} tasks whose starts are spread
+over one call's length (steady state, not {CONCURRENT} requests at one instant): the CPUs are
+not saturated, so the overhead is the daemon's own latency rather than queueing for a CPU.
+
+CPU per call (ms, user + system of all threads, from /proc):
+
+| path | concurrency | daemon | test server | driver | total |
+|---|---|---|---|---|---|
+"""
+        + "\n".join(cpu_rows)
+        + f"""
+
+With no delays, {CONCURRENT} streams keep both CPUs busy, so the latency of a call grows with
+the CPU time all three processes spend on it: the daemon's share is the overhead there.
 
 ## HTTP client: {CONCURRENT} concurrent streaming calls, direct to the test server
 

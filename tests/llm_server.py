@@ -17,6 +17,8 @@ full model string lets a failure happen only the first ``times`` requests (use a
 
 - ``text``: ``chunks`` words (default 5), ``delay`` s apart, ``first`` s before the first;
   ``usage=0`` omits usage.
+- ``burst=1`` (any scenario): the whole body goes out in one write at the end, so the client
+  gets many events in one read.
 - ``tools``: one tool call ``get_weather({"city": "Paris"})`` split in fragments (after a
   short text in Anthropic's format).
 - ``status``: HTTP ``code`` (default 500), with a ``Retry-After`` of ``retry_after`` if given,
@@ -179,8 +181,7 @@ class LLMServer:
         if first:
             await trio.sleep(first)
         ok = await writer.write(stream)
-        if ok:
-            await stream.send_all(b"0\r\n\r\n")
+        await writer.flush(stream, b"0\r\n\r\n" if ok else b"")
         return ok
 
 
@@ -192,9 +193,21 @@ class _Writer:
         self.words = [WORDS[i % len(WORDS)] for i in range(int(sc.num("chunks", 5)))]
         self.delay = sc.num("delay", 0)
         self.cut_after = int(sc.num("after", 2))
+        self.burst: list[bytes] | None = [] if sc.params.get("burst") == "1" else None
 
     async def _send(self, stream: trio.SocketStream, data: bytes) -> None:
+        if self.burst is not None:
+            self.burst.append(_chunk(data))
+            return
         await stream.send_all(_chunk(data))
+
+    async def flush(self, stream: trio.SocketStream, end: bytes = b"") -> None:
+        """Send what ``burst`` held back (and ``end``) in one write."""
+        if self.burst is not None:
+            data, self.burst = b"".join(self.burst) + end, None
+            await stream.send_all(data)
+        elif end:
+            await stream.send_all(end)
 
     async def write(self, stream: trio.SocketStream) -> bool:
         raise NotImplementedError
@@ -211,6 +224,7 @@ class _Writer:
             await send_word(word)
         if kind == "disconnect":
             # Cut the connection mid-body: no terminating chunk.
+            await self.flush(stream)
             await stream.aclose()
             return False
         if kind == "malformed":

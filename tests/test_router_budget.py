@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
+from convergiod.actors.memory.messages import RecordUsage, UsageQuery
 from convergiod.actors.router.budget import Budgets
 from convergiod.actors.router.ledger import Ledger
 from convergiod.actors.router.messages import Failed, Finished
@@ -136,3 +138,61 @@ async def test_budget_set_persists_and_overrides_the_config(tmp_path: Path) -> N
         ("tenant", 2.0, "ok"),
         ("agent:coder", 0.5, "block"),
     ]
+
+
+def _usage(request_id: str, cost: float = 0.5) -> RecordUsage:
+    return RecordUsage(
+        tenant="t1", request_id=request_id, model="m", provider="p", cost=cost, time=0.0
+    )
+
+
+async def test_ledger_batches_records_that_end_close_together(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = FakeMemory()
+    arrivals: list[tuple[float, str]] = []
+
+    async def ask(msg: object) -> object:
+        if isinstance(msg, RecordUsage):
+            arrivals.append((trio.current_time(), msg.request_id))
+        return await memory.ask(msg)
+
+    ledger = Ledger(ask, batch_window=0.05)
+    results: list[tuple[str, bool]] = []
+
+    async def record(request_id: str, after: float) -> None:
+        await trio.sleep(after)
+        results.append((request_id, await ledger.record(_usage(request_id))))
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for i, after in enumerate([0.0, 0.01, 0.03, 0.2]):
+            nursery.start_soon(record, f"r{i}", after)
+        nursery.start_soon(record, "r0", 0.04)  # the same request again: not counted twice
+    # r0..r2 (and the repeat) went together at the end of the first window; r3 alone later.
+    times = sorted({round(t - start, 3) for t, _ in arrivals})
+    assert times == [0.05, 0.25]
+    assert sorted(results) == [
+        ("r0", False),
+        ("r0", True),
+        ("r1", True),
+        ("r2", True),
+        ("r3", True),
+    ]
+    assert sorted(memory.ledger.rows) == [("t1", "r0"), ("t1", "r1"), ("t1", "r2"), ("t1", "r3")]
+
+
+async def test_ledger_reads_send_waiting_records_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = FakeMemory()
+    ledger = Ledger(memory.ask, batch_window=10.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ledger.record, _usage("a", 0.25))
+        await trio.sleep(0.001)
+        start = trio.current_time()
+        assert await ledger.spent("t1", None, 0.0) == pytest.approx(0.25)
+        rows = await ledger.query(UsageQuery(tenant="t1", by="model"))
+        assert [(r.key, r.calls) for r in rows] == [("m", 1)]
+        assert trio.current_time() - start < 1.0  # did not wait out the window
+        await ledger.settle()  # nothing pending: returns at once

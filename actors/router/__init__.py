@@ -11,7 +11,9 @@ API for other actors (the orchestrator)
 An actor named ``"router"`` takes a ``messages.Chat`` carrying the send half of a Trio memory
 channel; the router streams ``ChatEvent`` values into it (``TextDelta``, ``ToolCallDelta``,
 ``ToolCallDone``, ``Usage``) and ends with exactly one terminal event (``Finished(result)`` or
-``Failed(code, message, retry_after, partial)``), then closes it. Use
+``Failed(code, message, retry_after, partial)``), then closes it. Output that arrived together
+(one network read) comes merged: one ``TextDelta`` for its text, one ``ToolCallDelta`` per
+run of fragments of one tool call; nothing is ever held back to wait for more. Use
 ``client.open_chat(ref, tenant=..., request_id=..., messages=..., agent=..., model=...,
 tools=...)``, an async context manager yielding an async iterator of those events.
 

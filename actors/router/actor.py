@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import trio
+
 from convergiod.actors.memory.messages import UsageQuery
 from convergiod.actors.router.catalog import Catalog
 from convergiod.actors.router.core import Router
@@ -25,6 +27,9 @@ from convergiod.runtime import Actor
 from convergiod.service.reload import Reload
 
 log = logging.getLogger("convergiod.router")
+
+# Usage records of calls that end within this many seconds share one ledger transaction.
+LEDGER_BATCH_WINDOW = 0.02
 
 __all__ = ["RouterActor"]
 
@@ -57,7 +62,7 @@ class RouterActor(Actor):
             memory = self._memory_ask
             self.router = Router(
                 self._config,
-                ledger=Ledger(memory),
+                ledger=Ledger(memory, batch_window=LEDGER_BATCH_WINDOW),
                 budget_store=self._budget_store,
                 publish=self._publish,
             )
@@ -69,6 +74,8 @@ class RouterActor(Actor):
 
     async def stopping(self) -> None:
         if self.router is not None:
+            with trio.move_on_after(2.0):
+                await self.router.ledger.settle()
             await self.router.aclose()
 
     async def handle(self, msg: Any) -> Any:

@@ -26,8 +26,6 @@ ends with ``Failed(code="unavailable")``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
@@ -90,8 +88,7 @@ class ChatStream:
         return event
 
 
-@asynccontextmanager
-async def open_chat(
+def open_chat(
     router: Any,
     *,
     tenant: str,
@@ -104,8 +101,9 @@ async def open_chat(
     temperature: float | None = None,
     task: str | None = None,
     buffer: int = 64,
-) -> AsyncIterator[ChatStream]:
-    """Start a call on ``router`` (an ``ActorRef``) and yield its event stream."""
+) -> _OpenChat:
+    """Start a call on ``router`` (an ``ActorRef``): ``async with open_chat(...) as events``
+    yields its event stream; leaving the block closes it (and stops the call)."""
     send, receive = trio.open_memory_channel[ChatEvent](buffer)
     chat = Chat(
         tenant=tenant,
@@ -119,10 +117,29 @@ async def open_chat(
         temperature=temperature,
         task=task,
     )
-    with receive:
+    return _OpenChat(router, chat, receive)
+
+
+class _OpenChat:
+    """The context manager of ``open_chat`` (a plain class: it is on every call's path)."""
+
+    __slots__ = ("_chat", "_receive", "_router")
+
+    def __init__(
+        self, router: Any, chat: Chat, receive: trio.MemoryReceiveChannel[ChatEvent]
+    ) -> None:
+        self._router = router
+        self._chat = chat
+        self._receive = receive
+
+    async def __aenter__(self) -> ChatStream:
         try:
-            await router.tell(chat)
+            await self._router.tell(self._chat)
         except BaseException:
-            send.close()
+            self._chat.stream_to.close()
+            self._receive.close()
             raise
-        yield ChatStream(receive)
+        return ChatStream(self._receive)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._receive.close()

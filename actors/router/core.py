@@ -82,31 +82,59 @@ def estimate_prompt(chat: Chat) -> int:
     return total
 
 
+async def _deliver(out: trio.MemorySendChannel[Any], event: Any) -> None:
+    """Send ``event`` if the caller still listens; no trip through the scheduler while the
+    channel has room (the caller's receive is the checkpoint)."""
+    try:
+        out.send_nowait(event)
+    except trio.WouldBlock:
+        try:
+            await out.send(event)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
 class ClientGone(Exception):
     """The caller closed its end of the stream: stop the upstream call."""
 
 
 class _Watchdog:
-    """One cancel scope whose deadline tracks the first-token, idle and total timeouts."""
+    """One cancel scope whose deadline tracks the first-token, idle and total timeouts.
 
-    __slots__ = ("first", "got_token", "idle", "scope", "total")
+    Moving a cancel scope's deadline costs a trip through Trio's deadline heap, and a stream
+    has activity for every read. So the deadline is moved only when it is out of
+    ``[last activity + idle, last activity + idle + slack]``: the idle timeout fires between
+    ``idle`` and ``idle + slack`` seconds without activity (slack: 5% of it, at most a
+    second); the first-token and total timeouts stay exact.
+    """
+
+    __slots__ = ("deadline", "first", "got_token", "idle", "scope", "slack", "total")
 
     def __init__(self, scope: trio.CancelScope, t: Any) -> None:
         now = trio.current_time()
         self.scope = scope
         self.idle = t.idle_timeout
+        self.slack = min(1.0, 0.05 * self.idle)
         self.total = now + t.total_timeout
         self.first = now + t.first_token_timeout
         self.got_token = False
-        scope.deadline = min(self.first, self.total)
+        self.deadline = scope.deadline = min(self.first, self.total)
 
     def activity(self) -> None:
-        deadline = min(trio.current_time() + self.idle, self.total)
-        self.scope.deadline = deadline if self.got_token else min(deadline, self.first)
+        need = trio.current_time() + self.idle
+        cap = self.total if self.got_token else min(self.first, self.total)
+        deadline = self.deadline
+        if need >= cap:
+            if deadline != cap:
+                self.deadline = self.scope.deadline = cap
+        elif not need <= deadline <= need + self.slack:
+            self.deadline = self.scope.deadline = min(need + self.slack, cap)
 
     def token(self) -> None:
         self.got_token = True
-        self.scope.deadline = min(trio.current_time() + self.idle, self.total)
+        self.activity()
 
     def which(self) -> str:
         now = trio.current_time()
@@ -128,7 +156,20 @@ class _ToolAcc:
 
 
 class _Stream:
-    """The ``Sink`` of one attempt: forwards output to the caller's channel and keeps it."""
+    """The ``Sink`` of one attempt: queues a batch of output, then forwards it to the
+    caller's channel (``flush``) merged — one ``TextDelta`` per run of text, one
+    ``ToolCallDelta`` per run of fragments of one call — and keeps all of it."""
+
+    __slots__ = (
+        "_pending",
+        "_token",
+        "order",
+        "out",
+        "streamed",
+        "text_parts",
+        "tools",
+        "watchdog",
+    )
 
     def __init__(self, out: trio.MemorySendChannel[Any]) -> None:
         self.out = out
@@ -137,11 +178,14 @@ class _Stream:
         self.tools: dict[int, _ToolAcc] = {}
         self.order: dict[int, int] = {}  # provider key -> dense index
         self.streamed = False
+        # Queued output, in order: a list of str (a run of text), a _Frag (a run of
+        # fragments of one tool call) or a ToolCallDone.
+        self._pending: list[Any] = []
+        self._token = False  # the queued output counts as a token for the watchdog
 
     async def _send(self, event: Any) -> None:
-        # No scheduler trip per event while the buffer has room: the events of one network
-        # read go out together, and the caller can coalesce them (the receive that follows
-        # is the checkpoint).
+        # No scheduler trip per event while the buffer has room: the caller's receive
+        # that follows is the checkpoint.
         try:
             self.out.send_nowait(event)
         except trio.WouldBlock:
@@ -156,21 +200,21 @@ class _Stream:
         if self.watchdog is not None:
             self.watchdog.activity()
 
-    async def text(self, text: str) -> None:
+    def text(self, text: str) -> None:
         self.streamed = True
-        if self.watchdog is not None:
-            self.watchdog.token()
+        self._token = True
         self.text_parts.append(text)
-        await self._send(TextDelta(text))
+        pending = self._pending
+        if pending and type(pending[-1]) is list:
+            pending[-1].append(text)
+        else:
+            pending.append([text])
 
-    async def tool_delta(
-        self, key: int, *, id: str | None, name: str | None, arguments: str
-    ) -> None:
+    def tool_delta(self, key: int, *, id: str | None, name: str | None, arguments: str) -> None:
         if not (id or name or arguments) and key in self.order:
             return  # an empty fragment (Anthropic opens with partial_json "")
         self.streamed = True
-        if self.watchdog is not None:
-            self.watchdog.token()
+        self._token = True
         index = self.order.get(key)
         if index is None:
             index = self.order[key] = len(self.order)
@@ -182,16 +226,47 @@ class _Stream:
             acc.name = name
         if arguments:
             acc.arguments.append(arguments)
-        await self._send(ToolCallDelta(index=index, id=id, name=name, arguments=arguments))
+        pending = self._pending
+        last = pending[-1] if pending else None
+        if type(last) is _Frag and last.index == index:
+            last.id = last.id or id
+            last.name = last.name or name
+            last.arguments.append(arguments)
+        else:
+            pending.append(_Frag(index, id, name, arguments))
 
-    async def tool_done(self, key: int) -> None:
+    def tool_done(self, key: int) -> None:
         index = self.order.get(key)
         if index is None or self.tools[index].done:
             return
         acc = self.tools[index]
         acc.done = True
         call = ToolCall(id=acc.id, name=acc.name, arguments="".join(acc.arguments))
-        await self._send(ToolCallDone(index=index, call=call))
+        self._pending.append(ToolCallDone(index=index, call=call))
+
+    async def flush(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        if self._token:
+            self._token = False
+            if self.watchdog is not None:
+                self.watchdog.token()
+        for item in pending:
+            kind = type(item)
+            if kind is list:
+                event: Any = TextDelta(item[0] if len(item) == 1 else "".join(item))
+            elif kind is _Frag:
+                event = ToolCallDelta(
+                    index=item.index,
+                    id=item.id,
+                    name=item.name,
+                    arguments="".join(item.arguments),
+                )
+            else:
+                event = item
+            await self._send(event)
 
     def tool_calls(self) -> list[ToolCall]:
         return [
@@ -203,6 +278,18 @@ class _Stream:
         text = "".join(self.text_parts)
         args = "".join("".join(a.arguments) + a.name for a in self.tools.values())
         return native.estimate_tokens(text) + native.estimate_tokens(args)
+
+
+class _Frag:
+    """Queued fragments of one tool call, merged into one ``ToolCallDelta``."""
+
+    __slots__ = ("arguments", "id", "index", "name")
+
+    def __init__(self, index: int, id: str | None, name: str | None, arguments: str) -> None:
+        self.index = index
+        self.id = id
+        self.name = name
+        self.arguments = [arguments]
 
 
 class Router:
@@ -276,12 +363,9 @@ class Router:
         record: RecordUsage | None = None
         try:
             terminal, record = await self._chat(chat, out)
-            try:
-                await out.send(terminal)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+            await _deliver(out, terminal)
         finally:
-            await out.aclose()
+            out.close()
         if record is not None:
             await self._record(chat, record)
         return terminal
@@ -383,10 +467,7 @@ class Router:
                     continue
                 self.cooldowns.succeeded(dep.name)
                 usage, record = self._usage_record(chat, dep, sink, outcome, estimate)
-                try:
-                    await out.send(usage)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
+                await _deliver(out, usage)
                 result = ChatResult(
                     model=dep.name,
                     provider=dep.provider,

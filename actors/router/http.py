@@ -1,4 +1,4 @@
-"""A small HTTP/1.1 client on Trio sockets and h11, with a keep-alive pool per origin.
+"""A small HTTP/1.1 client on Trio sockets, with a keep-alive pool per origin.
 
 Why not httpx: under Trio it runs through AnyIO and httpcore, and its pool was the bottleneck
 of a 50-connection load test on this machine (about 190 requests/s; see
@@ -8,23 +8,32 @@ request is: take an idle connection (or dial one, TLS through ``trio.SSLStream``
 request, read the response head, then hand out body bytes as they arrive. A connection goes
 back to the pool only when its response was read to the end; an abandoned stream closes it.
 
+Why not h11 (used here before): it validates and hands out every HTTP chunk as an event, tens
+of microseconds each, and a streamed model answer is one chunk per token: that was a good
+part of the router's CPU per call. The subset spoken here is small and strict: requests with
+``content-length``; responses framed by ``transfer-encoding: chunked``, ``content-length`` or
+the end of the connection; 1xx responses skipped; anything malformed is a ``ProtocolError``.
+Each socket read yields all the body bytes it brought, in one piece.
+
 Connect timeouts belong here; first-token, idle and total timeouts are the caller's (they
 wrap the body reads in cancel scopes).
 """
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
-import h11
 import trio
 
 __all__ = ["ConnectError", "HttpClient", "ProtocolError", "Response"]
 
 READ_SIZE = 65536
+MAX_HEAD = 65536  # bytes of a response head (status line and headers)
+_HEX = b"0123456789abcdefABCDEF"
+_is_token = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch  # a header name
 
 
 class ConnectError(Exception):
@@ -36,11 +45,22 @@ class ProtocolError(Exception):
 
 
 class _Conn:
-    __slots__ = ("h11", "stream")
+    __slots__ = ("_recv", "stream")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
-        self.h11 = h11.Connection(h11.CLIENT)
+        # Plain TCP: read the Trio socket itself, without SocketStream's per-call context
+        # managers (one reader per connection: nothing for its conflict check to catch).
+        self._recv = stream.socket.recv if type(stream) is trio.SocketStream else None
+
+    async def receive(self) -> bytes:
+        try:
+            if self._recv is not None:
+                return await self._recv(READ_SIZE)
+            data = await self.stream.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ProtocolError(f"connection lost: {exc}") from None
+        return data if type(data) is bytes else bytes(data)
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
@@ -59,13 +79,49 @@ class _Origin:
 
 
 class Response:
-    """A response whose body is read incrementally with ``iter_bytes`` or ``read``."""
+    """A response whose body is read as it arrives (``receive``, ``iter_bytes``) or whole
+    (``read``)."""
 
-    def __init__(self, conn: _Conn, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    __slots__ = ("_buf", "_conn", "_framing", "_left", "complete", "headers", "reusable", "status")
+
+    def __init__(
+        self,
+        conn: _Conn,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        rest: bytes,
+        *,
+        keep_alive: bool,
+        no_body: bool = False,
+    ) -> None:
         self._conn = conn
         self.status = status
-        self.headers = headers
+        self.headers = headers  # names lower-cased
         self.complete = False
+        self._buf = rest  # body bytes that came with the head
+        te = cl = None
+        for k, v in headers:
+            if k == b"transfer-encoding":
+                te = v
+            elif k == b"content-length":
+                cl = v
+        # _framing: "chunked" (_left: bytes left of the current chunk's data, -1 before a
+        # size line, -3 before the CRLF that ends a chunk's data, -2 in the trailer),
+        # "length" (_left: bytes left) or "close".
+        if no_body:
+            self._framing, self._left = "length", 0
+        elif te is not None:
+            if te.strip().lower() != b"chunked":
+                raise ProtocolError(f"unsupported transfer-encoding {te.decode('latin-1')!r}")
+            self._framing, self._left = "chunked", -1
+        elif cl is not None:
+            if not cl.strip().isdigit():
+                raise ProtocolError(f"bad content-length {cl.decode('latin-1')!r}")
+            self._framing, self._left = "length", int(cl)
+        else:
+            self._framing, self._left = "close", 0
+            keep_alive = False
+        self.reusable = keep_alive
 
     def header(self, name: str) -> str | None:
         key = name.lower().encode()
@@ -74,38 +130,130 @@ class Response:
                 return v.decode("latin-1")
         return None
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
-        conn = self._conn
-        h = conn.h11
-        while True:
-            try:
-                event = h.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise ProtocolError(f"the server broke HTTP: {exc}") from None
-            if event is h11.NEED_DATA:
-                try:
-                    data = await conn.stream.receive_some(READ_SIZE)
-                except (trio.BrokenResourceError, OSError) as exc:
-                    raise ProtocolError(f"connection lost while reading the body: {exc}") from None
-                try:
-                    h.receive_data(data)  # type: ignore[arg-type]
-                except h11.RemoteProtocolError as exc:
-                    raise ProtocolError(str(exc)) from None
-                continue
-            if type(event) is h11.Data:
-                yield bytes(event.data)
-            elif type(event) is h11.EndOfMessage:
-                self.complete = True
-                return
-            elif type(event) is h11.ConnectionClosed:
-                raise ProtocolError("the server closed the connection before the body ended")
+    async def receive(self) -> bytes:
+        """The next piece of the body: what one socket read brought (never empty), or
+        ``b""`` once the body is complete."""
+        framing = self._framing
+        while not self.complete:
+            if framing == "chunked":
+                out = self._dechunk()
+                if out:
+                    return out
+                if self.complete:
+                    break
+                data = await self._conn.receive()
+                if not data:
+                    raise ProtocolError("the server closed the connection before the body ended")
+                self._buf += data
+            elif framing == "length":
+                left = self._left
+                if left == 0:
+                    self.complete = True
+                    break
+                buf = self._buf
+                if buf:
+                    self._buf = b""
+                else:
+                    buf = await self._conn.receive()
+                    if not buf:
+                        raise ProtocolError(
+                            "the server closed the connection before the body ended"
+                        )
+                if len(buf) > left:
+                    self.reusable = False  # bytes after the body: do not trust the rest
+                    buf = buf[:left]
+                self._left = left = left - len(buf)
+                if left == 0:
+                    self.complete = True
+                return buf
             else:
-                raise ProtocolError(f"unexpected HTTP event {type(event).__name__}")
+                buf = self._buf
+                if buf:
+                    self._buf = b""
+                    return buf
+                buf = await self._conn.receive()
+                if buf:
+                    return buf
+                self.complete = True
+        return b""
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives: one piece per socket read."""
+        while chunk := await self.receive():
+            yield chunk
+
+    def _dechunk(self) -> bytes:
+        """Take the chunk data ``_buf`` holds; keep an incomplete tail for the next read."""
+        buf = self._buf
+        end = len(buf)
+        pos = 0
+        left = self._left
+        parts: list[bytes] = []
+        while pos < end:
+            if left == -1:  # a size line
+                nl = buf.find(b"\r\n", pos)
+                if nl < 0:
+                    if end - pos > 1024:
+                        raise ProtocolError("the server broke HTTP: chunk header too long")
+                    break
+                size_text = buf[pos:nl]
+                try:
+                    # isalnum: no sign, space, "_" or ";" for int() to accept or choke on
+                    if not size_text.isalnum() or len(size_text) > 16:
+                        raise ValueError
+                    size = int(size_text, 16)
+                except ValueError:
+                    size = _chunk_size(size_text)
+                pos = nl + 2
+                if size == 0:
+                    left = -2
+                    continue
+                # The common case: the whole chunk and its CRLF are here.
+                stop = pos + size
+                if stop + 2 <= end:
+                    if buf[stop : stop + 2] != b"\r\n":
+                        raise ProtocolError("the server broke HTTP: bad chunk terminator")
+                    parts.append(buf[pos:stop])
+                    pos = stop + 2
+                    continue
+                left = size
+            elif left > 0:  # inside a chunk's data
+                take = min(left, end - pos)
+                parts.append(buf[pos : pos + take])
+                pos += take
+                left -= take
+                if left == 0:
+                    left = -3
+            elif left == -3:  # the CRLF after a chunk's data
+                if end - pos < 2:
+                    break
+                if buf[pos : pos + 2] != b"\r\n":
+                    raise ProtocolError("the server broke HTTP: bad chunk terminator")
+                pos += 2
+                left = -1
+            else:  # -2: trailer fields, up to an empty line
+                nl = buf.find(b"\r\n", pos)
+                if nl < 0:
+                    if end - pos > MAX_HEAD:
+                        raise ProtocolError("the server broke HTTP: trailer too long")
+                    break
+                empty = nl == pos
+                pos = nl + 2
+                if empty:
+                    if pos != end:
+                        self.reusable = False
+                    self.complete = True
+                    self._buf = b""
+                    self._left = 0
+                    return b"".join(parts)
+        self._buf = buf[pos:] if pos else buf
+        self._left = left
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def read(self, limit: int = 1 << 20) -> bytes:
         parts: list[bytes] = []
         size = 0
-        async for chunk in self.iter_bytes():
+        while chunk := await self.receive():
             parts.append(chunk)
             size += len(chunk)
             if size > limit:
@@ -113,11 +261,67 @@ class Response:
         return b"".join(parts)
 
 
+def _chunk_size(line: bytes) -> int:
+    """The size of a chunk header line with extensions (``1a;name=value``, ignored)."""
+    text = line.split(b";", 1)[0].strip(b" \t")
+    if not text or text.strip(_HEX) or len(text) > 16:
+        raise ProtocolError(f"the server broke HTTP: bad chunk size {line[:40]!r}")
+    return int(text, 16)
+
+
+def _split(url: str) -> tuple[str, str, int, bytes]:
+    """(scheme, host, port, start of the request head: request line and Host) of ``url``."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ConnectError(f"unsupported URL {url!r}")
+    host = parts.hostname
+    port = parts.port or (443 if scheme == "https" else 80)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    name = f"[{host}]" if ":" in host else host  # an IPv6 literal
+    host_header = name if parts.port is None else f"{name}:{port}"
+    _check_header("host", host_header)
+    if any(c <= " " or c == "\x7f" for c in target):
+        raise ConnectError(f"unsupported URL {url!r}")
+    return scheme, host, port, f"{target} HTTP/1.1\r\nhost: {host_header}\r\n".encode()
+
+
+def _check_header(name: str, value: str) -> None:
+    if _is_token(name) is None:
+        raise ConnectError(f"bad HTTP header name {name!r}")
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise ConnectError(f"bad value for HTTP header {name!r}")  # never echo the value
+
+
+def _parse_head(head: bytes) -> tuple[bytes, int, list[tuple[bytes, bytes]]]:
+    """(HTTP version, status, headers with lower-cased names) of a response head without its
+    final CRLF CRLF."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if (
+        len(parts) < 2
+        or not parts[0].startswith(b"HTTP/1.")
+        or len(parts[1]) != 3
+        or not parts[1].isdigit()
+    ):
+        raise ProtocolError(f"the server broke HTTP: bad status line {lines[0][:80]!r}")
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip() or b"\n" in line or b"\r" in line:
+            raise ProtocolError(f"the server broke HTTP: bad header line {line[:80]!r}")
+        headers.append((name.lower(), value.strip(b" \t")))
+    return parts[0][5:], int(parts[1]), headers
+
+
 class HttpClient:
     """Pooled HTTP/1.1 client. One per router; ``aclose`` closes idle connections."""
 
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self._origins: dict[tuple[str, str, int], _Origin] = {}
+        self._urls: dict[str, tuple[str, str, int, bytes]] = {}
         self._ssl = ssl_context
         self._closed = False
 
@@ -143,8 +347,7 @@ class HttpClient:
             raise ConnectError(f"cannot connect to {host}:{port}: {exc}") from None
         return _Conn(sock)
 
-    @asynccontextmanager
-    async def request(
+    def request(
         self,
         method: str,
         url: str,
@@ -153,41 +356,30 @@ class HttpClient:
         body: bytes = b"",
         connect_timeout: float = 10.0,
         max_connections: int = 64,
-    ) -> AsyncIterator[Response]:
-        """Send the request and yield the response once its head has arrived."""
-        parts = urlsplit(url)
-        scheme = parts.scheme
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise ConnectError(f"unsupported URL {url!r}")
-        host = parts.hostname
-        port = parts.port or (443 if scheme == "https" else 80)
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        origin = self._origin((scheme, host, port), max_connections)
-        host_header = host if parts.port is None else f"{host}:{port}"
-        all_headers = [("host", host_header), *headers]
-        if body or method == "POST":
-            all_headers.append(("content-length", str(len(body))))
-        async with origin.limiter:
-            response = await self._send(
-                origin, scheme, host, port, connect_timeout, method, target, all_headers, body
-            )
+    ) -> _Exchange:
+        """``async with client.request(...) as response``: sends the request and gives the
+        response once its head has arrived. Bad URLs and headers raise ``ConnectError``."""
+        split = self._urls.get(url)
+        if split is None:
+            split = _split(url)
+            if len(self._urls) < 256:
+                self._urls[url] = split
+        scheme, host, port, start = split
+        lines = [method.encode("ascii"), b" ", start]
+        for name, value in headers:
+            _check_header(name, value)
             try:
-                yield response
-            finally:
-                conn = response._conn
-                h = conn.h11
-                if (
-                    response.complete
-                    and not self._closed
-                    and h.our_state is h11.DONE
-                    and h.their_state is h11.DONE
-                ):
-                    h.start_next_cycle()
-                    origin.idle.append(conn)
-                else:
-                    await conn.aclose()
+                lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+            except UnicodeEncodeError:
+                raise ConnectError(f"bad value for HTTP header {name!r}") from None
+        if body or method == "POST":
+            lines.append(b"content-length: %d\r\n" % len(body))
+        lines.append(b"\r\n")
+        lines.append(body)
+        origin = self._origin((scheme, host, port), max_connections)
+        return _Exchange(
+            self, origin, (scheme, host, port, connect_timeout, method), b"".join(lines)
+        )
 
     async def _send(
         self,
@@ -197,11 +389,8 @@ class HttpClient:
         port: int,
         connect_timeout: float,
         method: str,
-        target: str,
-        headers: list[tuple[str, str]],
-        body: bytes,
+        data: bytes,
     ) -> Response:
-        request = h11.Request(method=method, target=target, headers=headers)
         # A pooled connection may have been closed by the server meanwhile: if writing or
         # reading the head fails on a reused connection, dial a fresh one once.
         while True:
@@ -212,46 +401,109 @@ class HttpClient:
                 else await self._dial(scheme, host, port, connect_timeout)
             )
             try:
-                h = conn.h11
-                data = h.send(request) + (h.send(h11.Data(data=body)) if body else b"")
-                data += h.send(h11.EndOfMessage())
                 await conn.stream.send_all(data)
-                return await self._read_head(conn)
-            except (trio.BrokenResourceError, OSError, ProtocolError) as exc:
+                return await self._read_head(conn, method, reused)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 await conn.aclose()
                 if reused:
                     continue
-                if isinstance(exc, ProtocolError):
-                    raise
                 raise ConnectError(f"connection to {host}:{port} failed: {exc}") from None
+            except _Stale:
+                await conn.aclose()
+                continue
             except BaseException:
                 await conn.aclose()
                 raise
 
-    async def _read_head(self, conn: _Conn) -> Response:
-        h = conn.h11
+    async def _read_head(self, conn: _Conn, method: str, reused: bool) -> Response:
+        buf = b""
         while True:
-            try:
-                event = h.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise ProtocolError(f"the server broke HTTP: {exc}") from None
-            if event is h11.NEED_DATA:
-                data = await conn.stream.receive_some(READ_SIZE)
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    raise ProtocolError("the server broke HTTP: response head too long")
                 try:
-                    h.receive_data(data)  # type: ignore[arg-type]
-                except h11.RemoteProtocolError as exc:
-                    raise ProtocolError(str(exc)) from None
+                    data = await conn.receive()
+                except ProtocolError:
+                    if reused and not buf:
+                        raise _Stale() from None
+                    raise
+                if not data:
+                    if reused and not buf:
+                        raise _Stale()
+                    raise ProtocolError("the server closed the connection without answering")
+                buf += data
                 continue
-            if type(event) is h11.Response:
-                return Response(conn, event.status_code, list(event.headers))
-            if type(event) is h11.InformationalResponse:
-                continue
-            if type(event) is h11.ConnectionClosed:
-                raise ProtocolError("the server closed the connection without answering")
-            raise ProtocolError(f"unexpected HTTP event {type(event).__name__}")
+            version, status, headers = _parse_head(buf[:end])
+            buf = buf[end + 4 :]
+            if 100 <= status < 200:
+                continue  # 100 Continue and other informational responses
+            keep_alive = version == b"1.1" and not any(
+                k == b"connection" and b"close" in v.lower() for k, v in headers
+            )
+            return Response(
+                conn,
+                status,
+                headers,
+                buf,
+                keep_alive=keep_alive,
+                no_body=method == "HEAD" or status in (204, 304),
+            )
 
     async def aclose(self) -> None:
         self._closed = True
         for origin in self._origins.values():
             while origin.idle:
                 await origin.idle.pop().aclose()
+
+
+class _Exchange:
+    """One request on a pooled connection (``HttpClient.request``). A plain class rather
+    than ``asynccontextmanager``: this is on the path of every call."""
+
+    __slots__ = ("_client", "_data", "_dest", "_origin", "_response")
+
+    def __init__(
+        self,
+        client: HttpClient,
+        origin: _Origin,
+        dest: tuple[str, str, int, float, str],
+        data: bytes,
+    ) -> None:
+        self._client = client
+        self._origin = origin
+        self._dest = dest
+        self._data = data
+        self._response: Response | None = None
+
+    async def __aenter__(self) -> Response:
+        limiter = self._origin.limiter
+        try:
+            limiter.acquire_nowait()  # no scheduler trip while a connection slot is free
+        except trio.WouldBlock:
+            await limiter.acquire()
+        try:
+            scheme, host, port, connect_timeout, method = self._dest
+            self._response = await self._client._send(
+                self._origin, scheme, host, port, connect_timeout, method, self._data
+            )
+        except BaseException:
+            limiter.release()
+            raise
+        return self._response
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        response = self._response
+        assert response is not None
+        try:
+            conn = response._conn
+            if response.complete and response.reusable and not self._client._closed:
+                self._origin.idle.append(conn)
+            else:
+                await conn.aclose()
+        finally:
+            self._origin.limiter.release()
+
+
+class _Stale(Exception):
+    """A pooled connection the server had closed before our request: dial a fresh one."""

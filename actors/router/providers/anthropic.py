@@ -123,7 +123,7 @@ class AnthropicProvider:
         tool_blocks: set[int] = set()
         state = {"done": False}
 
-        async def on_event(name: str, data: str) -> bool:
+        def on_event(name: str, data: str) -> bool:
             try:
                 ev = _decode_event(data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -135,24 +135,24 @@ class AnthropicProvider:
                 if dtype == "text_delta":
                     text = delta.get("text") or ""
                     if text:
-                        await sink.text(text)
+                        sink.text(text)
                 elif dtype == "input_json_delta":
-                    await sink.tool_delta(
+                    sink.tool_delta(
                         ev.index, id=None, name=None, arguments=delta.get("partial_json") or ""
                     )
             elif kind == "content_block_start":
                 block = ev.content_block or {}
                 if block.get("type") == "tool_use":
                     tool_blocks.add(ev.index)
-                    await sink.tool_delta(
+                    sink.tool_delta(
                         ev.index, id=block.get("id"), name=block.get("name"), arguments=""
                     )
                 elif block.get("type") == "text" and block.get("text"):
-                    await sink.text(block["text"])
+                    sink.text(block["text"])
             elif kind == "content_block_stop":
                 if ev.index in tool_blocks:
                     tool_blocks.discard(ev.index)
-                    await sink.tool_done(ev.index)
+                    sink.tool_done(ev.index)
             elif kind == "message_start":
                 usage = (ev.message or {}).get("usage") or {}
                 if "input_tokens" in usage:

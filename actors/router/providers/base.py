@@ -28,18 +28,26 @@ class Outcome:
 
 
 class Sink(Protocol):
-    """Where a provider delivers output; each call may wait (back-pressure)."""
+    """Where a provider delivers output.
+
+    ``text``, ``tool_delta`` and ``tool_done`` queue output in order; ``flush`` sends what is
+    queued, and may wait (back-pressure). A provider flushes once per batch of output that
+    arrived together (one network read, one generated token), so text that arrived together
+    reaches the caller as one ``TextDelta`` and consecutive fragments of one tool call as one
+    ``ToolCallDelta``. It never holds back output to wait for more: every batch is flushed
+    before the next read, and before a failure is raised.
+    """
 
     def activity(self) -> None:
         """Bytes arrived (keeps the idle timer alive, does not count as a first token)."""
 
-    async def text(self, text: str) -> None: ...
+    def text(self, text: str) -> None: ...
 
-    async def tool_delta(
-        self, key: int, *, id: str | None, name: str | None, arguments: str
-    ) -> None: ...
+    def tool_delta(self, key: int, *, id: str | None, name: str | None, arguments: str) -> None: ...
 
-    async def tool_done(self, key: int) -> None: ...
+    def tool_done(self, key: int) -> None: ...
+
+    async def flush(self) -> None: ...
 
 
 class Provider(Protocol):

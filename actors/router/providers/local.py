@@ -108,6 +108,10 @@ class LocalEngine:
         messages = _messages(request.messages)
         temperature = 0.2 if request.temperature is None else request.temperature
 
+        async def put(text: str) -> None:
+            sink.text(text)
+            await sink.flush()
+
         def generate() -> Outcome:
             produced = 0
             finish = "stop"
@@ -124,7 +128,7 @@ class LocalEngine:
                     text = choice["delta"].get("content")
                     if text:
                         produced += 1
-                        trio.from_thread.run(sink.text, text)
+                        trio.from_thread.run(put, text)
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
             finally:

@@ -129,7 +129,7 @@ class OpenAIProvider:
         open_tools: set[int] = set()
         state = {"done": False}
 
-        async def on_event(event: str, data: str) -> bool:
+        def on_event(event: str, data: str) -> bool:
             if data == "[DONE]":
                 state["done"] = True
                 return True
@@ -148,11 +148,11 @@ class OpenAIProvider:
                 delta = choice.delta
                 if delta is not None:
                     if delta.content:
-                        await sink.text(delta.content)
+                        sink.text(delta.content)
                     for tc in delta.tool_calls or ():
                         open_tools.add(tc.index)
                         fn = tc.function
-                        await sink.tool_delta(
+                        sink.tool_delta(
                             tc.index,
                             id=tc.id,
                             name=fn.name if fn else None,
@@ -161,7 +161,7 @@ class OpenAIProvider:
                 if choice.finish_reason:
                     outcome.finish_reason = choice.finish_reason
                     for index in sorted(open_tools):
-                        await sink.tool_done(index)
+                        sink.tool_done(index)
                     open_tools.clear()
             return False
 
@@ -169,7 +169,8 @@ class OpenAIProvider:
         if not state["done"]:
             raise ProviderError(f"{self.name}: the stream ended without [DONE]")
         for index in sorted(open_tools):
-            await sink.tool_done(index)
+            sink.tool_done(index)
+        await sink.flush()
         return outcome
 
 

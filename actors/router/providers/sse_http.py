@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import msgspec
 
@@ -17,7 +17,7 @@ __all__ = ["post_sse"]
 
 _encode = msgspec.json.encode
 
-OnEvent = Callable[[str, str], Awaitable[bool]]
+OnEvent = Callable[[str, str], bool]
 
 
 async def post_sse(
@@ -31,7 +31,9 @@ async def post_sse(
     on_event: OnEvent,
 ) -> None:
     """Stream the response's events into ``on_event`` until it returns True or the body
-    ends. HTTP errors and broken streams become ``ProviderError``."""
+    ends. ``on_event`` queues output on ``sink``; the output of one network read is flushed
+    together, before the next read (and before a failure propagates). HTTP errors and broken
+    streams become ``ProviderError``."""
     try:
         async with client.request(
             "POST",
@@ -53,15 +55,28 @@ async def post_sse(
                     provider,
                 )
             decoder = SSEDecoder()
-            async for chunk in response.iter_bytes():
-                sink.activity()
-                for event, data in decoder.feed(chunk):
-                    if await on_event(event, data):
-                        # Read the rest (normally nothing but the end of the chunked
-                        # body) so the connection can be reused.
-                        async for _ in response.iter_bytes():
-                            pass
-                        return
+            feed = decoder.feed
+            flush = sink.flush
+            activity = sink.activity
+            receive = response.receive
+            while chunk := await receive():
+                activity()
+                done = False
+                try:
+                    for event, data in feed(chunk):
+                        if on_event(event, data):
+                            done = True
+                            break
+                except ProviderError:
+                    await flush()  # what came before the failure still goes out
+                    raise
+                await flush()
+                if done:
+                    # Read the rest (normally nothing but the end of the chunked body) so
+                    # the connection can be reused.
+                    while await receive():
+                        pass
+                    return
     except ConnectError as exc:
         raise ProviderError(f"{provider}: {exc}") from None
     except ProtocolError as exc:
