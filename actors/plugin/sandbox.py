@@ -105,6 +105,7 @@ class RunResult(msgspec.Struct, kw_only=True):
     stdout: bytes = b""
     stderr: bytes = b""
     stdout_overflow: bool = False
+    #: Measured only for a call that failed (trapped or exited non-zero).
     memory_at_limit: bool = False
     memory_bytes: int = 0
     #: The wasmtime trap code name (``INTERRUPT``, ``OUT_OF_FUEL``...) or ``error``.
@@ -386,7 +387,9 @@ class Runtime:
                 _local.sinks = None
             if inline:
                 result.would_block = _local.blocked
-        if limits.memory_bytes is not None and instance is not None:
+        failed = result.trap is not None or result.exit_code != 0
+        if failed and limits.memory_bytes is not None and instance is not None:
+            # Only a failed call needs to know (see ``interpret``).
             memory = _export(store, instance, b"memory")
             if isinstance(memory, wasmtime.Memory):
                 result.memory_bytes = size = memory.data_len(store)
