@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import outcome
 import trio
 import zmq
 
@@ -40,6 +41,7 @@ from convergiod.protocol import (
     Result,
     ResultBody,
 )
+from convergiod.runtime.pending import Pending
 from convergiod.zmqtrio import TrioSocket
 
 if TYPE_CHECKING:
@@ -143,8 +145,10 @@ Handler = Callable[[RequestContext, Any], Awaitable[ResultBody]]
 #: ``(user_id, routing_id) -> Caller``, or ``None`` to drop the message unanswered.
 Identify = Callable[[bytes, bytes], Caller | None]
 #: An op that may be answered at once in the receive loop: ``(caller, request id, op)`` to
-#: the result body, or ``None`` to run the op's ``Handler`` in a task as usual.
-InlineHandler = Callable[[Caller, int, Any], ResultBody | None]
+#: the result body, a ``Pending`` body (answered when it resolves, with no task), or
+#: ``None`` to run the op's ``Handler`` in a task as usual. Requests with a deadline always
+#: get a task.
+InlineHandler = Callable[[Caller, int, Any], "ResultBody | Pending | None"]
 #: Receive-loop time per trip that inline answers may use; past it, ops go to tasks.
 INLINE_TRIP_BUDGET = 0.002
 
@@ -159,6 +163,8 @@ class _InFlight:
     caller: Caller | None = None
     #: Set when the caller's key was revoked: the request ends without a reply.
     silent: bool = False
+    #: The answer of a request answered later by callback (no task; see ``_defer``).
+    pending: Pending | None = None
 
 
 @dataclass
@@ -243,9 +249,9 @@ class Gateway:
             await self._idle.wait()
         if self._in_flight:
             log.warning("cancelling %d requests still running at shutdown", len(self._in_flight))
-            for entry in list(self._in_flight.values()):
+            for key, entry in list(self._in_flight.items()):
                 entry.reason = "unavailable"
-                entry.scope.cancel()
+                self._interrupt(key, entry)
             with trio.move_on_after(1.0):
                 await self._idle.wait()
 
@@ -253,11 +259,11 @@ class Gateway:
         """A revoked client: end its requests in flight without another frame. Returns how
         many there were."""
         dropped = 0
-        for entry in list(self._in_flight.values()):
+        for request, entry in list(self._in_flight.items()):
             if entry.caller is not None and entry.caller.key == key:
                 entry.silent = True
                 entry.reason = "unauthorized"
-                entry.scope.cancel()
+                self._interrupt(request, entry)
                 dropped += 1
         return dropped
 
@@ -327,7 +333,7 @@ class Gateway:
             entry = self._in_flight.get((ident, msg.id))
             if entry is not None:
                 entry.reason = "cancelled"
-                entry.scope.cancel()
+                self._interrupt((ident, msg.id), entry)
             return
         if type(msg) is ApprovalAnswer:
             entry = self._in_flight.get((ident, msg.id))
@@ -374,9 +380,13 @@ class Gateway:
     ) -> bool:
         """Answer ``req`` here if its inline handler can, within this trip's budget. The
         checks ``_start`` makes that still matter for an answer given at once come first."""
+        key = (ident, req.id)
         if (
             not self._accepting
-            or (ident, req.id) in self._in_flight
+            or req.deadline is not None  # deadlines are kept by a request's task
+            or key in self._in_flight
+            or len(self._in_flight) >= self.config.max_in_flight
+            or self.counters.per_client.get(ident, 0) >= self.config.max_in_flight_per_client
             or time.perf_counter() - self._trip_started > INLINE_TRIP_BUDGET
         ):
             return False
@@ -392,8 +402,63 @@ class Gateway:
             return True
         if body is None:
             return False
-        self._reply(ident, Result(id=req.id, body=body))
+        if isinstance(body, Pending):
+            self._defer(key, body, caller)
+        else:
+            self._reply(ident, Result(id=req.id, body=body))
         return True
+
+    def _defer(self, key: tuple[bytes, int], pending: Pending, caller: Caller) -> None:
+        """A request whose answer comes later by callback (a write acknowledged after its
+        group commit): in flight like any other (counted, drained, cancellable), but with
+        no task waiting for it."""
+        entry = _InFlight(scope=trio.CancelScope(), caller=caller, pending=pending)
+        self._in_flight[key] = entry
+        ident, rid = key
+        self.counters.per_client[ident] = self.counters.per_client.get(ident, 0) + 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+
+        def done(result: outcome.Outcome[Any]) -> None:
+            reply: protocol.ServerMessage
+            if isinstance(result, outcome.Value):
+                reply = Result(id=rid, body=result.value)
+            else:
+                assert isinstance(result, outcome.Error)
+                code, message = classify(result.error)
+                if code == "internal":
+                    log.error("op failed: %r", result.error)
+                reply = Failure(id=rid, code=code, message=message)
+            self._settle(key, entry, reply)
+
+        pending.on_done(done)
+
+    def _interrupt(self, key: tuple[bytes, int], entry: _InFlight) -> None:
+        """End a request early for ``entry.reason``: a task's by cancelling its scope (it
+        answers), a deferred one by answering now (its later answer is dropped)."""
+        if entry.pending is None:
+            entry.scope.cancel()
+        else:
+            self._settle(key, entry, _interrupted(key[1], entry.reason, None))
+
+    def _settle(
+        self, key: tuple[bytes, int], entry: _InFlight, reply: protocol.ServerMessage
+    ) -> None:
+        """The end of a deferred request (once: a second end finds it gone)."""
+        if self._in_flight.get(key) is not entry:
+            return
+        del self._in_flight[key]
+        ident = key[0]
+        left = self.counters.per_client[ident] - 1
+        if left:
+            self.counters.per_client[ident] = left
+        else:
+            del self.counters.per_client[ident]
+        if not self._in_flight:
+            self._idle.set()
+        if isinstance(reply, Failure):
+            self.counters.failures += 1
+        if not entry.silent:
+            self._reply(ident, reply)
 
     def _start(self, ident: bytes, req: Request, caller: Caller | None) -> None:
         if not self._accepting:
@@ -471,12 +536,7 @@ class Gateway:
                         log.info("op %s failed: %s: %s", type(req.op).__name__, code, message)
                     reply = Failure(id=req.id, code=code, message=message)
             if entry.scope.cancelled_caught or reply is None:
-                message = {
-                    "timeout": f"deadline of {req.deadline} s exceeded",
-                    "cancelled": "cancelled by the client",
-                    "unavailable": "the daemon is shutting down",
-                }.get(entry.reason, entry.reason)
-                reply = Failure(id=req.id, code=entry.reason, message=message)
+                reply = _interrupted(req.id, entry.reason, req.deadline)
             if isinstance(reply, Failure):
                 self.counters.failures += 1
             if not entry.silent:
@@ -501,6 +561,15 @@ class Gateway:
                 del self.counters.per_client[ident]
             if not self._in_flight:
                 self._idle.set()
+
+
+def _interrupted(request_id: int, reason: ErrorCode, deadline: float | None) -> Failure:
+    message = {
+        "timeout": f"deadline of {deadline} s exceeded",
+        "cancelled": "cancelled by the client",
+        "unavailable": "the daemon is shutting down",
+    }.get(reason, reason)
+    return Failure(id=request_id, code=reason, message=message)
 
 
 def ipc_router_options(sock: zmq.Socket[Any], max_frame_bytes: int) -> None:

@@ -20,7 +20,7 @@ import trio
 from convergiod import native
 from convergiod.config import MemoryConfig
 from convergiod.errors import OpError
-from convergiod.runtime import Actor
+from convergiod.runtime import NOT_NOW, Actor
 
 from . import facts, ledger, schema, transfer
 from . import messages as m
@@ -151,25 +151,46 @@ class MemoryActor(Actor):
 
     # ------------------------------------------------------------------ facts
 
-    async def _remember(self, db: TenantDB, msg: m.Remember) -> m.Fact:
+    def handle_now(self, msg: Any) -> Any:
+        """A fact to remember in a tenant whose database is open: submitted to the group
+        commit at once, answered by a ``Pending`` resolved after the commit (no task waits
+        for it). Everything else goes through the mailbox."""
+        if type(msg) is m.Remember and msg.supersedes is None:
+            db = self._tenants.get(msg.tenant)
+            if db is not None and db.broken is None:
+                now, vector = self._check_remember(db, msg)
+                return db.write_later(
+                    lambda con, post: facts.remember(con, post, msg, now, db.index, vector),
+                    atomic=True,
+                    many=facts.remember_many,
+                    arg=facts.RememberItem(msg, now, db.index, vector),
+                )
+        return NOT_NOW
+
+    def _check_remember(self, db: TenantDB, msg: m.Remember) -> tuple[float, bytes]:
+        """Check a fact to remember; its time and embedding."""
         _check_text(msg.text, "fact", self.config.max_fact_bytes)
         _check_label(msg.kind, "kind")
         _check_label(msg.source, "source")
         _check_label(msg.conversation, "conversation")
         if not 0.0 <= msg.importance <= 1.0:
             raise OpError("bad_request", "importance must be between 0 and 1")
-        now = self.clock()
+        # The embedding here, not in the writer: a call into C releases the GIL, and the
+        # writer would wait to get it back once per fact (see writer.py).
+        return self.clock(), native.embed_bytes(msg.text, db.index.dim)
+
+    async def _remember(self, db: TenantDB, msg: m.Remember) -> m.Fact:
+        now, vector = self._check_remember(db, msg)
         if msg.supersedes is None:  # one INSERT: shares one with the writes queued beside it
-            # The embedding here, not in the writer: a call into C releases the GIL, and the
-            # writer would wait to get it back once per fact (see writer.py).
-            vector = native.embed_bytes(msg.text, db.index.dim)
             return await db.write(
                 lambda con, post: facts.remember(con, post, msg, now, db.index, vector),
                 atomic=True,
                 many=facts.remember_many,
                 arg=facts.RememberItem(msg, now, db.index, vector),
             )
-        return await db.write(lambda con, post: facts.remember(con, post, msg, now, db.index))
+        return await db.write(
+            lambda con, post: facts.remember(con, post, msg, now, db.index, vector)
+        )
 
     async def _forget(self, db: TenantDB, msg: m.Forget) -> bool:
         return await db.write(

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import apsw
+import outcome
 import trio
 
 from convergiod.config import MemoryConfig
 from convergiod.errors import OpError
+from convergiod.runtime import Pending
 
 from . import schema
 from .terms import VOCAB_DDL, TermStats
@@ -228,6 +230,24 @@ class TenantDB:
             return await self.writer.write(fn, atomic=atomic, many=many, arg=arg)
         except apsw.Error as exc:
             raise self._failed(exc) from exc
+
+    def write_later(
+        self, fn: WriteFn[Any], *, atomic: bool = False, many: ManyFn | None = None, arg: Any = None
+    ) -> Pending:
+        """``write`` with no task waiting (see ``Writer.write_later``); database errors
+        arrive as ``OpError``, as from ``write``."""
+        self._check()
+        pending = self.writer.write_later(fn, atomic=atomic, many=many, arg=arg)
+        answer = Pending()
+
+        def relay(result: outcome.Outcome[Any]) -> None:
+            if isinstance(result, outcome.Error) and isinstance(result.error, apsw.Error):
+                answer.fail(self._failed(result.error))
+            else:
+                answer._set(result)
+
+        pending.on_done(relay)
+        return answer
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         self._check()

@@ -43,6 +43,8 @@ import apsw
 import outcome
 import trio
 
+from convergiod.runtime import Pending
+
 log = logging.getLogger("convergiod.memory")
 
 T = TypeVar("T")
@@ -65,6 +67,7 @@ class _Job(Generic[T]):
         "exclusive",
         "fn",
         "many",
+        "pending",
         "post",
         "result",
         "taken",
@@ -78,6 +81,7 @@ class _Job(Generic[T]):
         atomic: bool = False,
         many: ManyFn | None = None,
         arg: Any = None,
+        pending: Pending | None = None,
     ) -> None:
         self.fn = fn
         self.exclusive = exclusive  # fn(con) outside any transaction, alone
@@ -89,7 +93,9 @@ class _Job(Generic[T]):
         self.error: BaseException | None = None
         self.taken = False
         self.abandoned = False  # its caller was cancelled: nobody to wake
-        self.task = trio.lowlevel.current_task()
+        #: Where the result goes: a parked task, or a ``Pending`` (``write_later``).
+        self.pending: Pending | None = pending
+        self.task = trio.lowlevel.current_task() if pending is None else None
 
 
 class Writer:
@@ -134,22 +140,24 @@ class Writer:
             raise ValueError("only atomic writes can be grouped")
         return await self._submit(_Job(fn, exclusive=False, atomic=atomic, many=many, arg=arg))
 
+    def write_later(
+        self, fn: WriteFn[Any], *, atomic: bool = False, many: ManyFn | None = None, arg: Any = None
+    ) -> Pending:
+        """``write`` with no task waiting: the returned ``Pending`` is resolved with the
+        result once committed (or failed), on the Trio thread."""
+        if many is not None and not atomic:
+            raise ValueError("only atomic writes can be grouped")
+        pending = Pending()
+        self._enqueue(_Job(fn, exclusive=False, atomic=atomic, many=many, arg=arg, pending=pending))
+        return pending
+
     async def exclusive(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Run ``fn(con)`` on the writer's connection between group commits, outside any
         transaction (e.g. one step of an online backup)."""
         return await self._submit(_Job(fn, exclusive=True))
 
     async def _submit(self, job: _Job[T]) -> T:
-        if self._token is None:
-            self._token = trio.lowlevel.current_trio_token()
-        with self._lock:
-            self._queue.append(job)
-            start = not self._running
-            if start:
-                self._running = True
-                self._idle.clear()
-        if start:
-            trio.lowlevel.start_thread_soon(self._drain, self._drained, name="memory writer")
+        self._enqueue(job)
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             with self._lock:
@@ -160,6 +168,18 @@ class Writer:
 
         result: T = await trio.lowlevel.wait_task_rescheduled(abort)
         return result
+
+    def _enqueue(self, job: _Job[Any]) -> None:
+        if self._token is None:
+            self._token = trio.lowlevel.current_trio_token()
+        with self._lock:
+            self._queue.append(job)
+            start = not self._running
+            if start:
+                self._running = True
+                self._idle.clear()
+        if start:
+            trio.lowlevel.start_thread_soon(self._drain, self._drained, name="memory writer")
 
     def wait_idle(self, timeout: float) -> bool:
         """Blocking: wait until no drainer runs (for closing the connection)."""
@@ -302,7 +322,15 @@ class Writer:
         for job in batch:
             if job.abandoned:
                 continue
-            if job.error is None:
-                reschedule(job.task, outcome.Value(job.result))
+            pending = job.pending
+            if pending is not None:
+                if job.error is None:
+                    pending.resolve(job.result)
+                else:
+                    pending.fail(job.error)
             else:
-                reschedule(job.task, outcome.Error(job.error))
+                assert job.task is not None
+                if job.error is None:
+                    reschedule(job.task, outcome.Value(job.result))
+                else:
+                    reschedule(job.task, outcome.Error(job.error))

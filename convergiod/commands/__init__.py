@@ -12,11 +12,12 @@ from convergiod import protocol
 if TYPE_CHECKING:
     from convergiod.daemon import Daemon
     from convergiod.gateway import Caller, RequestContext
+    from convergiod.runtime import Pending
 
 Serve = Callable[["Daemon", "RequestContext", Any], Awaitable[protocol.ResultBody]]
 #: The daemon half of an op that may be answered at once in the gateway's receive loop
 #: (``gateway.InlineHandler``): ``None`` sends it to its ``Serve`` as usual.
-ServeNow = Callable[["Daemon", "Caller", int, Any], protocol.ResultBody | None]
+ServeNow = Callable[["Daemon", "Caller", int, Any], "protocol.ResultBody | Pending | None"]
 
 
 def registry() -> dict[type, Serve]:
@@ -39,9 +40,12 @@ def registry() -> dict[type, Serve]:
 
 
 def inline_registry() -> dict[type, ServeNow]:
-    from convergiod.commands import plugin
+    from convergiod.commands import memory, plugin
 
-    return {protocol.PluginCall: plugin.serve_call_now}
+    return {
+        protocol.PluginCall: plugin.serve_call_now,
+        protocol.MemoryRemember: memory.serve_remember_now,
+    }
 
 
 def _access_ops() -> dict[type, Serve]:

@@ -18,7 +18,8 @@ from convergiod.commands._common import client, json_option, print_json, timeout
 if TYPE_CHECKING:
     from convergiod.actors.memory import messages as m
     from convergiod.daemon import Daemon
-    from convergiod.gateway import RequestContext
+    from convergiod.gateway import Caller, RequestContext
+    from convergiod.runtime import Pending
 
 #: Seconds an op may wait for the memory actor (the request's own deadline still applies).
 ASK_TIMEOUT = 120.0
@@ -54,23 +55,40 @@ def _progress(ctx: RequestContext) -> Any:
 # ----------------------------------------------------------------------------- daemon half
 
 
+def _remember(tenant: str, op: protocol.MemoryRemember) -> m.Remember:
+    from convergiod.actors.memory import messages as m
+
+    return m.Remember(
+        tenant=tenant,
+        text=op.text,
+        kind=op.kind,
+        importance=op.importance,
+        conversation=op.conversation,
+        supersedes=op.supersedes,
+    )
+
+
 async def serve_remember(
     daemon: Daemon, ctx: RequestContext, op: protocol.MemoryRemember
 ) -> protocol.MemoryFact:
-    from convergiod.actors.memory import messages as m
+    return _fact(await _ask(daemon, _remember(ctx.caller.tenant, op)))
 
-    fact = await _ask(
-        daemon,
-        m.Remember(
-            tenant=ctx.caller.tenant,
-            text=op.text,
-            kind=op.kind,
-            importance=op.importance,
-            conversation=op.conversation,
-            supersedes=op.supersedes,
-        ),
-    )
-    return _fact(fact)
+
+def serve_remember_now(
+    daemon: Daemon, caller: Caller, request_id: int, op: protocol.MemoryRemember
+) -> Pending | None:
+    """``memory.remember`` with no task: the memory actor submits the write to the group
+    commit at once and the answer goes out when it has committed (``MemoryActor.handle_now``).
+    ``None`` (the usual path) when the tenant's database is not open yet."""
+    from convergiod.runtime import NOT_NOW
+
+    if daemon.system is None:
+        return None
+    pending = daemon.system.ref("memory").ask_now(_remember(caller.tenant, op))
+    if pending is NOT_NOW:
+        return None
+    answer: Pending = pending.map(_fact)
+    return answer
 
 
 async def serve_search(

@@ -21,6 +21,7 @@ from .errors import (
 )
 from .events import ActorInfo, EventCallback
 from .node import State
+from .pending import Pending
 from .ref import ActorRef
 from .spec import ChildSpec, Restart, Strategy, SupervisorSpec
 from .system import ActorSystem, open_actor_system
@@ -41,6 +42,7 @@ __all__ = [
     "ChildStartError",
     "EventCallback",
     "MailboxFull",
+    "Pending",
     "Restart",
     "State",
     "Strategy",
