@@ -36,11 +36,30 @@ log = logging.getLogger("convergio_client")
 
 
 class _Pending:
-    __slots__ = ("frames", "lot")
+    """The frames of one request not yet taken, and the task waiting for them (at most one:
+    a request's frames are read by the task that sent it)."""
+
+    __slots__ = ("frames", "waiter")
 
     def __init__(self) -> None:
         self.frames: deque[protocol.ServerMessage] = deque()
-        self.lot = trio.lowlevel.ParkingLot()
+        self.waiter: trio.lowlevel.Task | None = None
+
+    def push(self, msg: protocol.ServerMessage) -> None:
+        self.frames.append(msg)
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            trio.lowlevel.reschedule(waiter)
+
+    async def wait(self) -> None:
+        self.waiter = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self.waiter = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
 
 class AsyncStream:
@@ -93,10 +112,27 @@ class AsyncClient:
         self, op: protocol.Op, *, timeout: float | None = None, deadline: float | None = None
     ) -> Any:
         """Send ``op``; return its ``Result`` body (events are discarded)."""
-        async with self.stream(op, timeout=timeout, deadline=deadline) as events:
-            async for _ in events:
-                pass
-        return events.result
+        # ``stream`` without its context manager and iterator: this is the hot path.
+        rid = next(self._ids)
+        self._pending[rid] = pending = _Pending()
+        done = False
+        try:
+            await self._send(protocol.Request(id=rid, op=op, deadline=deadline))
+            while True:
+                msg = await self._next(rid, self.timeout if timeout is None else timeout)
+                if type(msg) is protocol.Event:
+                    continue
+                done = True
+                if isinstance(msg, protocol.Failure):
+                    raise RemoteError(msg.code, msg.message, msg.retry_after)
+                assert isinstance(msg, protocol.Result)
+                return msg.body
+        finally:
+            if self._pending.get(rid) is pending:
+                del self._pending[rid]
+            if not done:
+                with trio.CancelScope(shield=True):
+                    await self._send(protocol.Cancel(id=rid))
 
     @asynccontextmanager
     async def stream(
@@ -114,18 +150,28 @@ class AsyncClient:
                     await stream.cancel()
 
     async def _send(self, msg: protocol.ClientMessage) -> None:
-        await self._sock.send(protocol.encode(msg))
+        # Without a trip through the scheduler when the socket takes it at once; the answer
+        # is awaited right after anyway (the checkpoint a send would pass).
+        frame = protocol.encode(msg)
+        if not self._sock.try_send_multipart((frame,)):
+            await self._sock.send(frame)
 
     async def _next(self, rid: int, timeout: float | None) -> protocol.ServerMessage:
         pending = self._pending.get(rid)
         if pending is None:
             raise RuntimeError(f"request {rid} is not in flight")
         if not pending.frames:
-            with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+            if timeout is None:
                 while not pending.frames:
-                    await pending.lot.park()
-            if scope.cancelled_caught:
-                raise ClientTimeout(f"no answer from the daemon within {timeout:g} s")
+                    await pending.wait()
+            else:
+                with trio.move_on_after(timeout) as scope:
+                    while not pending.frames:
+                        await pending.wait()
+                if scope.cancelled_caught:
+                    raise ClientTimeout(f"no answer from the daemon within {timeout:g} s")
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
         return pending.frames.popleft()
 
     async def _reader(self) -> None:
@@ -141,8 +187,7 @@ class AsyncClient:
                 if isinstance(msg, protocol.Failure) and msg.id == 0:
                     log.warning("daemon refused a frame: %s: %s", msg.code, msg.message)
                 continue
-            pending.frames.append(msg)
-            pending.lot.unpark()
+            pending.push(msg)
 
 
 @asynccontextmanager
