@@ -165,3 +165,19 @@ async def test_pending_map_and_late_callbacks() -> None:
     failing.map(lambda v: 1 / 0).on_done(lambda o: seen.append(type(o.error)))  # type: ignore[attr-defined]
     failing.resolve(1)
     assert seen[-1] is ZeroDivisionError and not broken.done
+
+
+def test_a_raising_callback_is_logged_and_the_others_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pending = Pending()
+    seen: list[int] = []
+
+    def bad(_: Any) -> None:
+        raise RuntimeError("callback bug")
+
+    pending.on_done(bad)
+    pending.on_done(lambda o: seen.append(o.value))
+    pending.resolve(5)
+    assert seen == [5]
+    assert "a Pending callback raised" in caplog.text

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import outcome
 
 __all__ = ["Pending"]
+
+logger = logging.getLogger("convergiod.runtime")
+
+
+def _call(callback: Callable[[outcome.Outcome[Any]], None], result: outcome.Outcome[Any]) -> None:
+    """Callbacks must not raise; one that does is logged, and the others still run (they
+    run where the answer is produced, e.g. in a writer's completion, which must go on)."""
+    try:
+        callback(result)
+    except Exception:
+        logger.exception("a Pending callback raised")
 
 
 class Pending:
@@ -39,11 +51,11 @@ class Pending:
         self._outcome = result
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
-            callback(result)
+            _call(callback, result)
 
     def on_done(self, callback: Callable[[outcome.Outcome[Any]], None]) -> None:
         if self._outcome is not None:
-            callback(self._outcome)
+            _call(callback, self._outcome)
         else:
             self._callbacks.append(callback)
 
