@@ -9,8 +9,10 @@ waiting for. And two Trio tasks may not wait on one FD (``BusyResourceError``).
 The design here:
 
 * One **pump** task per socket is the only thing that ever waits on the FD. Each time the FD
-  fires it reads ``EVENTS`` (which also drains the FD) and wakes one parked receiver if
-  ``POLLIN`` is set and one parked sender if ``POLLOUT`` is set.
+  fires it reads ``EVENTS`` (which also drains the FD); if ``POLLIN`` is set and a receiver is
+  parked, it receives the message itself and hands it to that receiver (which resumes with
+  it: one scheduler trip fewer than waking it to try); if ``POLLOUT`` is set it wakes one
+  parked sender.
 * An operation (``send_multipart``/``recv_multipart``...) first tries the libzmq call with
   ``NOBLOCK``. If it succeeds, nobody else is involved (no pump round trip); the task still
   passes a schedule point so a hot loop cannot starve other tasks. (One refinement: once a
@@ -50,6 +52,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, cast
 
+import outcome
 import trio
 import zmq
 
@@ -100,7 +103,8 @@ class _WaitQueue:
     def __init__(self) -> None:
         self.tasks: dict[trio.lowlevel.Task, None] = {}
 
-    async def park(self) -> None:
+    async def park(self) -> Any:
+        """Park until woken: ``None`` (re-check the socket), or what ``hand_one`` gave."""
         task = _current_task()
         tasks = self.tasks
         tasks[task] = None
@@ -109,13 +113,20 @@ class _WaitQueue:
             del tasks[task]
             return _ABORT_SUCCEEDED
 
-        await _wait_task_rescheduled(abort)
+        return await _wait_task_rescheduled(abort)
 
     def wake_one(self) -> None:
         tasks = self.tasks
         task = next(iter(tasks))
         del tasks[task]
         _reschedule(task)
+
+    def hand_one(self, value: Any) -> None:
+        """Wake the longest-waiting task with ``value`` (it returns from ``park``)."""
+        tasks = self.tasks
+        task = next(iter(tasks))
+        del tasks[task]
+        _reschedule(task, outcome.Value(value))
 
     def wake_all(self) -> None:
         tasks = self.tasks
@@ -176,7 +187,16 @@ class TrioSocket:
         """
         events = self._get(_EVENTS)
         if events & _POLLIN and self._recv_waiters.tasks:
-            self._recv_waiters.wake_one()
+            # Receive for the parked task right here and hand it the message: it resumes
+            # with it, one trip through the scheduler sooner than if it had to try itself.
+            try:
+                msg = self._recv_now()
+            except _Again:
+                self._recv_waiters.wake_one()
+            else:
+                self._recv_cold = False
+                self._recv_waiters.hand_one(msg)
+                events = self._get(_EVENTS)
         if events & _POLLOUT:
             if self._send_waiters.tasks:
                 self._send_waiters.wake_one()
@@ -279,7 +299,10 @@ class TrioSocket:
                     await _checkpoint()
                     yielded = True
             else:
-                await self._recv_waiters.park()
+                handed = await self._recv_waiters.park()
+                if handed is not None:  # received for us (see _poll_events)
+                    self._after_call()
+                    return cast(list[bytes], handed)
                 yielded = True
             must_poll = True
             if self._closed:
