@@ -175,19 +175,28 @@ class AsyncClient:
         return pending.frames.popleft()
 
     async def _reader(self) -> None:
+        sock = self._sock
         while True:
-            frame = await self._sock.recv()
-            try:
-                msg = protocol.decode_server(frame)
-            except Exception:
-                log.exception("undecodable frame from the daemon dropped")
-                continue
-            pending = self._pending.get(msg.id)
-            if pending is None:
-                if isinstance(msg, protocol.Failure) and msg.id == 0:
-                    log.warning("daemon refused a frame: %s: %s", msg.code, msg.message)
-                continue
-            pending.push(msg)
+            self._dispatch(await sock.recv())
+            # Everything already queued, without a trip through the scheduler per frame.
+            while (frames := sock.try_recv_multipart()) is not None:
+                if len(frames) == 1:
+                    self._dispatch(frames[0])
+                else:
+                    log.warning("multipart message from the daemon dropped")
+
+    def _dispatch(self, frame: bytes) -> None:
+        try:
+            msg = protocol.decode_server(frame)
+        except Exception:
+            log.exception("undecodable frame from the daemon dropped")
+            return
+        pending = self._pending.get(msg.id)
+        if pending is None:
+            if isinstance(msg, protocol.Failure) and msg.id == 0:
+                log.warning("daemon refused a frame: %s: %s", msg.code, msg.message)
+            return
+        pending.push(msg)
 
 
 @asynccontextmanager
