@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -151,6 +152,9 @@ Identify = Callable[[bytes, bytes], Caller | None]
 InlineHandler = Callable[[Caller, int, Any], "ResultBody | Pending | None"]
 #: Receive-loop time per trip that inline answers may use; past it, ops go to tasks.
 INLINE_TRIP_BUDGET = 0.002
+#: A deferred answer (``Pending``) that has not come after this long ends the request with
+#: ``timeout`` (e.g. a disk stalled under a group commit), as an actor ask would.
+DEFERRED_TIMEOUT = 120.0
 
 
 @dataclass
@@ -198,6 +202,9 @@ class Gateway:
         self.handlers = handlers
         self.inline = inline or {}
         self._trip_started = 0.0
+        #: Deferred requests in arrival order, with when they expire (see _expire_deferred).
+        self._deferred: deque[tuple[float, tuple[bytes, int], _InFlight]] = deque()
+        self._deferred_added = trio.Event()
         self.endpoint = endpoint
         self.events_endpoint = events_endpoint
         self.counters = GatewayCounters()
@@ -227,6 +234,7 @@ class Gateway:
         )
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._expire_deferred)
             task_status.started()
             while True:
                 first = await recv()
@@ -383,6 +391,7 @@ class Gateway:
         key = (ident, req.id)
         if (
             not self._accepting
+            or self.limiter is not None  # tenant limits are kept by _start and _run
             or req.deadline is not None  # deadlines are kept by a request's task
             or key in self._in_flight
             or len(self._in_flight) >= self.config.max_in_flight
@@ -396,19 +405,22 @@ class Gateway:
             body = inline(caller, req.id, req.op)
         except Exception as exc:
             code, message = classify(exc)
+            name = type(req.op).__name__
             if code == "internal":
-                log.exception("op %s failed", type(req.op).__name__)
+                log.exception("op %s (request %d) failed", name, req.id)
+            else:
+                log.info("op %s (request %d) failed: %s: %s", name, req.id, code, message)
             self._fail(ident, req.id, code, message)
             return True
         if body is None:
             return False
         if isinstance(body, Pending):
-            self._defer(key, body, caller)
+            self._defer(key, body, caller, type(req.op).__name__)
         else:
             self._reply(ident, Result(id=req.id, body=body))
         return True
 
-    def _defer(self, key: tuple[bytes, int], pending: Pending, caller: Caller) -> None:
+    def _defer(self, key: tuple[bytes, int], pending: Pending, caller: Caller, name: str) -> None:
         """A request whose answer comes later by callback (a write acknowledged after its
         group commit): in flight like any other (counted, drained, cancellable), but with
         no task waiting for it."""
@@ -417,6 +429,8 @@ class Gateway:
         ident, rid = key
         self.counters.per_client[ident] = self.counters.per_client.get(ident, 0) + 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self._deferred.append((trio.current_time() + DEFERRED_TIMEOUT, key, entry))
+        self._deferred_added.set()
 
         def done(result: outcome.Outcome[Any]) -> None:
             reply: protocol.ServerMessage
@@ -426,11 +440,41 @@ class Gateway:
                 assert isinstance(result, outcome.Error)
                 code, message = classify(result.error)
                 if code == "internal":
-                    log.error("op failed: %r", result.error)
+                    log.error("op %s (request %d) failed", name, rid, exc_info=result.error)
+                else:
+                    log.info("op %s (request %d) failed: %s: %s", name, rid, code, message)
                 reply = Failure(id=rid, code=code, message=message)
             self._settle(key, entry, reply)
 
         pending.on_done(done)
+
+    async def _expire_deferred(self) -> None:
+        """End deferred requests still unanswered after ``DEFERRED_TIMEOUT`` with
+        ``timeout``. Wakes once a second while any are queued, dropping the answered ones
+        from the front (all share one timeout, so the queue is in order of expiry)."""
+        queue = self._deferred
+        while True:
+            if not queue:
+                self._deferred_added = trio.Event()
+                await self._deferred_added.wait()
+            now = trio.current_time()
+            while queue:
+                expires, key, entry = queue[0]
+                if self._in_flight.get(key) is not entry:
+                    queue.popleft()  # answered (or cancelled) already
+                elif expires <= now:
+                    queue.popleft()
+                    entry.reason = "timeout"
+                    message = f"no answer within {DEFERRED_TIMEOUT:g} s"
+                    self._settle(key, entry, Failure(id=key[1], code="timeout", message=message))
+                else:
+                    break
+            if len(queue) > 4 * len(self._in_flight) + 1024:
+                # Answered ones stuck behind an old unanswered one: keep only the living.
+                flying = self._in_flight
+                self._deferred = queue = deque(q for q in queue if flying.get(q[1]) is q[2])
+            if queue:
+                await trio.sleep(min(1.0, max(0.0, queue[0][0] - now)))
 
     def _interrupt(self, key: tuple[bytes, int], entry: _InFlight) -> None:
         """End a request early for ``entry.reason``: a task's by cancelling its scope (it

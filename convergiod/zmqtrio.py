@@ -191,7 +191,7 @@ class TrioSocket:
             # with it, one trip through the scheduler sooner than if it had to try itself.
             try:
                 msg = self._recv_now()
-            except _Again:
+            except zmq.ZMQError:  # EAGAIN, or anything else: the receiver tries itself
                 self._recv_waiters.wake_one()
             else:
                 self._recv_cold = False

@@ -181,3 +181,18 @@ def test_a_raising_callback_is_logged_and_the_others_still_run(
     pending.resolve(5)
     assert seen == [5]
     assert "a Pending callback raised" in caplog.text
+
+
+async def test_an_answer_that_never_comes_ends_with_timeout(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from convergiod import gateway
+
+    monkeypatch.setattr(gateway, "DEFERRED_TIMEOUT", 0.2)
+    await rig.send(8, p.Status())
+    await rig.wait_pending(1)
+    reply = await rig.recv()  # within the sweeper's next wake-up
+    assert isinstance(reply, p.Failure) and reply.code == "timeout" and reply.id == 8
+    assert rig.gateway.in_flight == 0
+    rig.pending[0].resolve(pong())  # too late: dropped
+    await rig.nothing_more()

@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -456,3 +457,63 @@ async def test_conversations_keep_messages_in_order(tmp_path: Path) -> None:
         assert full[0].tokens > 0 and full[1].parent == first
         bad = m.AppendMessage(tenant="a", conversation="c2", role="user", content="x", parent=first)
         assert await code_of(mem, bad) == "not_found"
+
+
+# ----------------------------------------------------------------------------- deferred writes
+
+
+async def deferred(ref: ActorRef, msg: m.Remember) -> Any:
+    """``ask_now`` a remember (the gateway's path) and wait for its ``Pending``."""
+    from convergiod.runtime import NOT_NOW, Pending
+
+    pending = ref.ask_now(msg)
+    assert isinstance(pending, Pending), pending
+    done = trio.Event()
+    box: list[Any] = []
+    pending.on_done(lambda o: (box.append(o), done.set()))
+    with trio.fail_after(10):
+        await done.wait()
+    # Only remembers are answered that way.
+    assert ref.ask_now(m.Search(tenant="a", query="x")) is NOT_NOW
+    return box[0]
+
+
+async def test_deferred_remember_is_committed_and_searchable(tmp_path: Path) -> None:
+    async with memory(tmp_path) as ref:
+        await ref.ask(m.Remember(tenant="a", text="opens the tenant's database"))
+        msg = m.Remember(tenant="a", text="the deploy key rotates every Monday")
+        result = await deferred(ref, msg)
+        fact = result.unwrap()
+        assert isinstance(fact, m.Fact) and fact.text.startswith("the deploy key")
+        hits = await ref.ask(m.Search(tenant="a", query="deploy key rotation"))
+        assert [h.fact.id for h in hits][:1] == [fact.id]
+        with pytest.raises(OpError) as info:  # checked before anything is queued
+            ref.ask_now(m.Remember(tenant="a", text="ok", importance=2.0))
+        assert info.value.code == "bad_request"
+
+
+async def test_a_bug_after_a_deferred_commit_crashes_the_actor_like_handle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from convergiod.actors.memory.vectors import VectorIndex
+
+    async with memory(tmp_path) as ref:
+        await ref.ask(m.Remember(tenant="a", text="opens the tenant's database"))
+
+        def broken(self: Any, *args: Any) -> None:
+            raise RuntimeError("vector index bug")
+
+        monkeypatch.setattr(VectorIndex, "add", broken)
+        monkeypatch.setattr(VectorIndex, "add_many", broken)
+        result = await deferred(ref, m.Remember(tenant="a", text="committed, then the index fails"))
+        assert isinstance(result.error, RuntimeError)
+        monkeypatch.undo()
+        # Restarted: the new instance rebuilt its matrix from the table, fact included.
+        with trio.fail_after(10):
+            while True:
+                try:
+                    hits = await ref.ask(m.Search(tenant="a", query="committed index fails"))
+                    break
+                except Exception:
+                    await trio.sleep(0.05)
+        assert any(h.fact.text == "committed, then the index fails" for h in hits)

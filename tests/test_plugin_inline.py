@@ -45,6 +45,13 @@ def call(name: str, tool: str = "run", **args: Any) -> CallPlugin:
     return CallPlugin(plugin=name, tool=tool, args=args)
 
 
+async def warmed(actor: PluginActor) -> None:
+    """Wait for the background load of fuel-metered programs (started by a thread call)."""
+    with trio.fail_after(30):
+        while actor._warming:  # noqa: ASYNC110 (a set filled and emptied by threads)
+            await trio.sleep(0.005)
+
+
 async def test_a_short_call_runs_inline_once_its_module_is_loaded(plugin: Any) -> None:
     ref, actor, tmp = plugin
     await install(ref, make_plugin(tmp, "noop", FIXTURES / "noop.wasm"))
@@ -52,6 +59,7 @@ async def test_a_short_call_runs_inline_once_its_module_is_loaded(plugin: Any) -
     assert ref.ask_now(call("noop")) is NOT_NOW
     first = await ref.ask(call("noop"))  # on a thread; loads the inline program after
     assert first.value == {"ok": True} and actor.inline_runs == 0
+    await warmed(actor)
     for i in range(3):
         answer = ref.ask_now(call("noop"))
         assert isinstance(answer, CallResult) and answer.value == {"ok": True}
@@ -75,6 +83,7 @@ async def test_a_call_that_waits_is_run_again_on_a_thread(plugin: Any) -> None:
     ref, actor, tmp = plugin
     await install(ref, make_plugin(tmp, "sleepy", FIXTURES / "sleep.wasm"))
     await ref.ask(call("sleepy"))  # loads it
+    await warmed(actor)
     started = time.monotonic()
     # poll_oneoff (a 200 ms sleep) stops the inline run at once: the loop never sleeps.
     assert ref.ask_now(call("sleepy")) is NOT_NOW
@@ -92,6 +101,7 @@ async def test_an_endless_loop_costs_the_loop_one_fuel_budget_then_goes_to_threa
     with pytest.raises(OpError) as info:
         await ref.ask(call("loop"))  # on a thread, stopped by its deadline; loads it
     assert info.value.code == "timeout" and "300 ms" in info.value.message
+    await warmed(actor)
     started = time.monotonic()
     assert ref.ask_now(call("loop")) is NOT_NOW  # out of inline fuel: not a failure
     # Bounded by fuel (about a millisecond), not by the 300 ms deadline.
@@ -132,6 +142,7 @@ async def test_no_inline_runs_while_calls_run_on_threads(plugin: Any) -> None:
     await install(ref, make_plugin(tmp, "noop", FIXTURES / "noop.wasm"))
     await install(ref, make_plugin(tmp, "sleepy", FIXTURES / "sleep.wasm"))
     await ref.ask(call("noop"))
+    await warmed(actor)
     assert isinstance(ref.ask_now(call("noop")), CallResult)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ref.ask, call("sleepy"))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import apsw
+import outcome
 import trio
 
 from convergiod import native
@@ -159,13 +160,25 @@ class MemoryActor(Actor):
             db = self._tenants.get(msg.tenant)
             if db is not None and db.broken is None:
                 now, vector = self._check_remember(db, msg)
-                return db.write_later(
+                pending = db.write_later(
                     lambda con, post: facts.remember(con, post, msg, now, db.index, vector),
                     atomic=True,
                     many=facts.remember_many,
                     arg=facts.RememberItem(msg, now, db.index, vector),
                 )
+                pending.on_done(self._crash_on_bug)
+                return pending
         return NOT_NOW
+
+    def _crash_on_bug(self, result: outcome.Outcome[Any]) -> None:
+        """A deferred write that failed with anything but an expected error (a bug, e.g.
+        in the vector index after the commit) crashes the actor, as it would from
+        ``handle``: the restarted instance rebuilds its state from the database."""
+        cell = self._cell
+        bug = isinstance(result, outcome.Error) and not isinstance(result.error, OpError)
+        if bug and cell is not None and cell.instance is self:
+            assert isinstance(result, outcome.Error)
+            cell.crash(result.error)
 
     def _check_remember(self, db: TenantDB, msg: m.Remember) -> tuple[float, bytes]:
         """Check a fact to remember; its time and embedding."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import msgspec
+import outcome
 import trio
 
 from convergiod import protocol
@@ -75,6 +76,9 @@ class PluginActor(Actor):
         self._templates: dict[tuple[str, str], tuple[dict[str, Any], Job, str]] = {}
         #: Stores of inline runs, freed after their answers went out.
         self._spent: list[object] = []
+        #: (module path, sha256) being loaded for inline runs, or that could not be.
+        self._warming: set[tuple[str, str]] = set()
+        self._unwarmable: set[tuple[str, str]] = set()
         self.inline_runs = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -159,7 +163,7 @@ class PluginActor(Actor):
         finally:
             self._running -= 1
         if self._inline_ok() and job.fuel is None and not job.dirs:
-            await self._warm_inline(job)
+            self._warm_later(job)
         return self._finish(msg, job, what, result)
 
     def _prepare(self, msg: CallPlugin) -> tuple[Job, str]:
@@ -256,17 +260,29 @@ class PluginActor(Actor):
         self.inline_runs += 1
         return self._finish(msg, job, what, result)
 
-    async def _warm_inline(self, job: Job) -> None:
-        """Load the fuel-metered program of a module (on a thread: compiling may take a
-        while) so its next call can run inline."""
+    def _warm_later(self, job: Job) -> None:
+        """Load the fuel-metered program of a module so its next calls can run inline: in
+        the background, on a thread of its own (compiling may take a while), one module at
+        a time, once (a module that cannot be loaded is not tried again)."""
         assert isinstance(self.runner, ThreadRunner)
         cache = self.runner.cache
+        key = (job.module_path, job.sha256)
+        if key in self._warming or key in self._unwarmable:
+            return
         if cache.peek(job.module_path, job.sha256, fuel=True) is not None:
             return
-        try:
-            await trio.to_thread.run_sync(lambda: cache.get(job.module_path, job.sha256, fuel=True))
-        except (SandboxError, OSError) as exc:
-            log.info("no inline runs for %s: %s", job.module_path, exc)
+        self._warming.add(key)
+
+        def warm() -> None:
+            cache.get(job.module_path, job.sha256, fuel=True)
+
+        def done(result: outcome.Outcome[None]) -> None:  # on that thread
+            if isinstance(result, outcome.Error):
+                self._unwarmable.add(key)
+                log.info("no inline runs for %s: %r", job.module_path, result.error)
+            self._warming.discard(key)
+
+        trio.lowlevel.start_thread_soon(warm, done, name="plugin warm-up")
 
     # ------------------------------------------------------------------ outcomes
 

@@ -57,10 +57,14 @@ class ActorRef:
         if instance is None or cell.state != "running" or cell._stop_requested:
             return NOT_NOW
         try:
-            return instance.handle_now(msg)
+            answer = instance.handle_now(msg)
         except instance.reply_errors:
+            cell.handled += 1
             raise
         except Exception as exc:
             cell.handled += 1
             cell.crash(exc)
             raise ActorCrashed(self.name, repr(exc)) from None
+        if answer is not NOT_NOW:
+            cell.handled += 1
+        return answer

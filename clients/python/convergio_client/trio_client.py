@@ -53,6 +53,8 @@ class _Pending:
             trio.lowlevel.reschedule(waiter)
 
     async def wait(self) -> None:
+        if self.waiter is not None:
+            raise RuntimeError("another task is already reading this request's answer")
         self.waiter = trio.lowlevel.current_task()
 
         def abort(_: Any) -> trio.lowlevel.Abort:
