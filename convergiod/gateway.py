@@ -425,10 +425,8 @@ class Gateway:
         group commit): in flight like any other (counted, drained, cancellable), but with
         no task waiting for it."""
         entry = _InFlight(scope=trio.CancelScope(), caller=caller, pending=pending)
-        self._in_flight[key] = entry
-        ident, rid = key
-        self.counters.per_client[ident] = self.counters.per_client.get(ident, 0) + 1
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self._admit(key, entry)
+        rid = key[1]
         self._deferred.append((trio.current_time() + DEFERRED_TIMEOUT, key, entry))
         self._deferred_added.set()
 
@@ -490,19 +488,29 @@ class Gateway:
         """The end of a deferred request (once: a second end finds it gone)."""
         if self._in_flight.get(key) is not entry:
             return
-        del self._in_flight[key]
-        ident = key[0]
-        left = self.counters.per_client[ident] - 1
-        if left:
-            self.counters.per_client[ident] = left
-        else:
-            del self.counters.per_client[ident]
-        if not self._in_flight:
-            self._idle.set()
+        self._release(key)
         if isinstance(reply, Failure):
             self.counters.failures += 1
         if not entry.silent:
-            self._reply(ident, reply)
+            self._reply(key[0], reply)
+
+    def _admit(self, key: tuple[bytes, int], entry: _InFlight) -> None:
+        """Count a request in flight (``_release`` undoes it)."""
+        self._in_flight[key] = entry
+        per_client = self.counters.per_client
+        per_client[key[0]] = per_client.get(key[0], 0) + 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+
+    def _release(self, key: tuple[bytes, int]) -> None:
+        del self._in_flight[key]
+        per_client = self.counters.per_client
+        left = per_client[key[0]] - 1
+        if left:
+            per_client[key[0]] = left
+        else:
+            del per_client[key[0]]
+        if not self._in_flight:
+            self._idle.set()
 
     def _start(self, ident: bytes, req: Request, caller: Caller | None) -> None:
         if not self._accepting:
@@ -553,9 +561,7 @@ class Gateway:
         if req.deadline is not None:
             scope.deadline = trio.current_time() + req.deadline
         entry = _InFlight(scope=scope, caller=caller)
-        self._in_flight[key] = entry
-        self.counters.per_client[ident] = per_client + 1
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self._admit(key, entry)
         assert self._nursery is not None
         self._nursery.start_soon(self._run, ident, req, handler, caller, entry)
 
@@ -595,16 +601,9 @@ class Gateway:
                 )
         finally:
             logs.request_id.reset(token)
-            del self._in_flight[key]
+            self._release(key)
             if self.limiter is not None:
                 self.limiter.leave(caller.tenant)
-            left = self.counters.per_client[ident] - 1
-            if left:
-                self.counters.per_client[ident] = left
-            else:
-                del self.counters.per_client[ident]
-            if not self._in_flight:
-                self._idle.set()
 
 
 def _interrupted(request_id: int, reason: ErrorCode, deadline: float | None) -> Failure:

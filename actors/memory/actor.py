@@ -159,13 +159,7 @@ class MemoryActor(Actor):
         if type(msg) is m.Remember and msg.supersedes is None:
             db = self._tenants.get(msg.tenant)
             if db is not None and db.broken is None:
-                now, vector = self._check_remember(db, msg)
-                pending = db.write_later(
-                    lambda con, post: facts.remember(con, post, msg, now, db.index, vector),
-                    atomic=True,
-                    many=facts.remember_many,
-                    arg=facts.RememberItem(msg, now, db.index, vector),
-                )
+                pending = db.write_later(**self._remember_write(db, msg))
                 pending.on_done(self._crash_on_bug)
                 return pending
         return NOT_NOW
@@ -180,8 +174,10 @@ class MemoryActor(Actor):
             assert isinstance(result, outcome.Error)
             cell.crash(result.error)
 
-    def _check_remember(self, db: TenantDB, msg: m.Remember) -> tuple[float, bytes]:
-        """Check a fact to remember; its time and embedding."""
+    def _remember_write(self, db: TenantDB, msg: m.Remember) -> dict[str, Any]:
+        """Check a fact to remember; the write that stores it (``TenantDB.write``'s
+        arguments). Without ``supersedes`` it is one INSERT, shared with the writes queued
+        beside it."""
         _check_text(msg.text, "fact", self.config.max_fact_bytes)
         _check_label(msg.kind, "kind")
         _check_label(msg.source, "source")
@@ -190,20 +186,22 @@ class MemoryActor(Actor):
             raise OpError("bad_request", "importance must be between 0 and 1")
         # The embedding here, not in the writer: a call into C releases the GIL, and the
         # writer would wait to get it back once per fact (see writer.py).
-        return self.clock(), native.embed_bytes(msg.text, db.index.dim)
-
-    async def _remember(self, db: TenantDB, msg: m.Remember) -> m.Fact:
-        now, vector = self._check_remember(db, msg)
-        if msg.supersedes is None:  # one INSERT: shares one with the writes queued beside it
-            return await db.write(
-                lambda con, post: facts.remember(con, post, msg, now, db.index, vector),
+        now, index = self.clock(), db.index
+        vector = native.embed_bytes(msg.text, index.dim)
+        write: dict[str, Any] = {
+            "fn": lambda con, post: facts.remember(con, post, msg, now, index, vector)
+        }
+        if msg.supersedes is None:
+            write.update(
                 atomic=True,
                 many=facts.remember_many,
-                arg=facts.RememberItem(msg, now, db.index, vector),
+                arg=facts.RememberItem(msg, now, index, vector),
             )
-        return await db.write(
-            lambda con, post: facts.remember(con, post, msg, now, db.index, vector)
-        )
+        return write
+
+    async def _remember(self, db: TenantDB, msg: m.Remember) -> m.Fact:
+        fact: m.Fact = await db.write(**self._remember_write(db, msg))
+        return fact
 
     async def _forget(self, db: TenantDB, msg: m.Forget) -> bool:
         return await db.write(

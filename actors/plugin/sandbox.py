@@ -333,12 +333,10 @@ class Runtime:
         lean = not grants.dirs
         if inline:
             assert lean and self.settings.fuel and limits.fuel is not None
-            _local.sinks = (out, err)
             _local.blocked = False
-            pre = program.pre_inline
-        elif lean:
+        if lean:
             _local.sinks = (out, err)
-            pre = program.pre_lean
+            pre = program.pre_inline if inline else program.pre_lean
         else:
             wasi.stdout_custom = out.write
             wasi.stderr_custom = err.write
