@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -237,6 +239,62 @@ async def test_process_isolation_survives_a_sigkilled_worker(
             p.PluginCall(plugin="textkit", tool="word_count", args={"text": 1}),
             "bad_request",
         )
+
+
+def _worker_processes(home: Path) -> list[psutil.Process]:
+    """Every worker process of the daemon on ``home``, whoever its parent is now."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "convergiod.actors.plugin.worker" in cmd and str(home) in cmd:
+            found.append(proc)
+    return found
+
+
+def _none_left(home: Path, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while _worker_processes(home):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+class _GroupLeader(DaemonProcess):
+    """A daemon leading its own process group, as in a terminal (``make run``)."""
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "convergiod", "daemon", "run"],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self.proc
+
+
+@pytest.mark.parametrize("how", ["group-signal", "sigkill"])
+def test_process_workers_never_outlive_the_daemon(home: Path, how: str) -> None:
+    """Ctrl-C in a terminal (or ``timeout``) signals the daemon's whole process group: the
+    workers must not die with it and be replaced by workers nobody stops. A daemon killed
+    outright leaves no worker behind either (they watch their parent)."""
+    d = _GroupLeader(home, '[plugins]\nisolation = "process"\nworkers = 2\n')
+    try:
+        d.start()
+        assert d.proc is not None and len(_workers(d)) == 2
+        if how == "group-signal":
+            os.killpg(d.proc.pid, signal.SIGTERM)
+        else:
+            d.proc.kill()
+        d.proc.wait(30)
+        assert _none_left(home, within=10.0), [p.pid for p in _worker_processes(home)]
+    finally:
+        d.kill()
+        for proc in _worker_processes(home):
+            proc.kill()
 
 
 async def test_inline_calls_never_stall_the_daemon(daemon: DaemonProcess, tmp_path: Path) -> None:

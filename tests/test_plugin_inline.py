@@ -151,3 +151,27 @@ async def test_no_inline_runs_while_calls_run_on_threads(plugin: Any) -> None:
                 await trio.sleep(0.001)
         assert ref.ask_now(call("noop")) is NOT_NOW
         assert (await ref.ask(call("noop"))).value == {"ok": True}
+
+
+async def test_after_an_inline_answer_the_next_calls_store_is_made_ahead(plugin: Any) -> None:
+    """Once an inline answer has gone out, the actor makes the next call's store (off the
+    reply path); that call starts from it, fresh (``echo`` exits 70 on a reused store)
+    and reading its own call."""
+    ref, actor, tmp = plugin
+    await install(ref, make_plugin(tmp, "echo", FIXTURES / "echo.wasm"))
+    await ref.ask(call("echo"))
+    await warmed(actor)
+    assert actor.runner is not None
+    program = actor.runner.cache.peek(  # type: ignore[attr-defined]
+        str(actor.plugins["echo"].module_path), actor.plugins["echo"].record.sha256, fuel=True
+    )
+    assert program is not None and not program.spares
+    for i in range(3):
+        answer = ref.ask_now(call("echo", n=i))
+        assert isinstance(answer, CallResult) and answer.value == {"tool": "run", "args": {"n": i}}
+        assert not program.spares  # used (or none yet)
+        with trio.fail_after(10):  # the answer is out: the next store is made
+            while not program.spares:  # noqa: ASYNC110 (filled by a run_sync_soon callback)
+                await trio.sleep(0.001)
+        assert len(program.spares) == 1
+    assert actor.inline_runs == 3

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wasmtime
 
 from convergiod.actors.plugin import manifest as mf
 from convergiod.actors.plugin import schema
@@ -216,3 +217,38 @@ def test_schema_subset_names_the_bad_field() -> None:
         assert str(info.value) == message
     with pytest.raises(schema.SchemaError, match=r"args\[1\]: 'z' is not one of"):
         schema.validate({"type": "array", "items": {"enum": ["a", "b"]}}, ["a", "z"])
+
+
+@pytest.mark.parametrize("fuel", [False, True])
+def test_a_prepared_store_is_fresh_and_reads_its_own_call(sandbox: Sandbox, fuel: bool) -> None:
+    """``prepare`` instantiates the next call's store ahead of time; the call that takes it
+    still starts from a fresh store (the fixture exits 70 if its memory counter is not 0)
+    and reads its own stdin, in pieces (``fd_read`` on the calling thread), with bad
+    pointers and fds refused (exit 71 otherwise)."""
+    rt = sandbox.runtime(fuel=fuel)
+    program = rt.load((FIXTURES / "echo.wasm").read_bytes())
+    limits = CallLimits(timeout=1.0, memory_bytes=16 << 20, fuel=10**6 if fuel else None)
+    for i in range(4):
+        stdin = json.dumps({"tool": "run", "args": {"i": i, "pad": "x" * 37 * i}}).encode()
+        had_spare = bool(program.spares)
+        result = rt.run(program, stdin, limits, inline=fuel)
+        assert (result.exit_code, result.trap, result.stdout) == (0, None, stdin)
+        assert had_spare == (i > 0) and not program.spares  # the spare, used once
+        rt.prepare(program, limits, inline=fuel)
+        rt.prepare(program, limits, inline=fuel)  # at most one per kind of call
+        assert len(program.spares) == 1
+    # A spare is only for calls shaped like it: another memory limit makes its own store.
+    other = CallLimits(timeout=1.0, memory_bytes=32 << 20, fuel=limits.fuel)
+    assert rt.run(program, b"{}", other, inline=fuel).stdout == b"{}"
+    assert len(program.spares) == 1
+
+
+def test_modules_with_a_start_function_get_no_spare(sandbox: Sandbox) -> None:
+    rt = sandbox.runtime(fuel=False)
+    wat = """(module (memory (export "memory") 1) (func $init) (start $init)
+             (func (export "_start")))"""
+    program = rt.load(wasmtime.wat2wasm(wat))
+    assert program.has_start
+    rt.prepare(program, CallLimits())
+    assert not program.spares
+    assert not rt.load((FIXTURES / "echo.wasm").read_bytes()).has_start

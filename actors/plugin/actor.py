@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -31,7 +31,15 @@ from convergiod.actors.plugin.messages import (
     RemovePlugin,
 )
 from convergiod.actors.plugin.runner import Job, JobDir, Runner, ThreadRunner
-from convergiod.actors.plugin.sandbox import RunResult, Sandbox, SandboxError, interpret
+from convergiod.actors.plugin.sandbox import (
+    CallGrants,
+    CallLimits,
+    Program,
+    RunResult,
+    Sandbox,
+    SandboxError,
+    interpret,
+)
 from convergiod.actors.plugin.store import Installed, PluginStore
 from convergiod.config import PluginConfig
 from convergiod.errors import OpError
@@ -73,9 +81,11 @@ class PluginActor(Actor):
         #: (plugin, tool) -> monotonic time before which no inline run is tried.
         self._slow: dict[tuple[str, str], float] = {}
         self._strikes: dict[tuple[str, str], int] = {}
-        self._templates: dict[tuple[str, str], tuple[dict[str, Any], Job, str]] = {}
+        self._templates: dict[tuple[str, str], _Tool] = {}
         #: Stores of inline runs, freed after their answers went out.
         self._spent: list[object] = []
+        #: Inline runs whose next store is to be made after their answers went out.
+        self._after: list[tuple[Program, CallLimits, CallGrants, str]] = []
         #: (module path, sha256) being loaded for inline runs, or that could not be.
         self._warming: set[tuple[str, str]] = set()
         self._unwarmable: set[tuple[str, str]] = set()
@@ -144,14 +154,15 @@ class PluginActor(Actor):
 
     def handle_now(self, msg: Any) -> Any:
         if isinstance(msg, CallPlugin) and self._inline_ok():
-            job, what = self._prepare(msg)
-            return self._run_inline(msg, job, what)
+            job, tool = self._prepare(msg)
+            return self._run_inline(msg, job, tool)
         return NOT_NOW
 
     async def call(self, msg: CallPlugin) -> CallResult:
-        job, what = self._prepare(msg)
+        job, tool = self._prepare(msg)
+        what = tool.what
         if self._inline_ok():
-            answer = self._run_inline(msg, job, what)
+            answer = self._run_inline(msg, job, tool)
             if answer is not NOT_NOW:
                 return cast(CallResult, answer)
         assert self.runner is not None
@@ -164,23 +175,22 @@ class PluginActor(Actor):
             self._running -= 1
         if self._inline_ok() and job.fuel is None and not job.dirs:
             self._warm_later(job)
-        return self._finish(msg, job, what, result)
+        return self._finish(msg, job, what, result, tool.limits)
 
-    def _prepare(self, msg: CallPlugin) -> tuple[Job, str]:
+    def _prepare(self, msg: CallPlugin) -> tuple[Job, _Tool]:
         key = (msg.plugin, msg.tool)
-        known = self._templates.get(key)
-        if known is None:
-            known = self._templates[key] = self._template(msg.plugin, msg.tool)
-        args_schema, template, what = known
-        if args_schema != _EMPTY_ARGS or msg.args:
+        tool = self._templates.get(key)
+        if tool is None:
+            tool = self._templates[key] = self._template(msg.plugin, msg.tool)
+        if tool.args_schema != _EMPTY_ARGS or msg.args:
             try:
-                schema.validate(args_schema, msg.args)
+                schema.validate(tool.args_schema, msg.args)
             except schema.SchemaError as exc:
                 raise OpError("bad_request", f"{msg.plugin}.{msg.tool}: {exc}") from None
         stdin = _encode({"tool": msg.tool, "args": msg.args})
-        return msgspec.structs.replace(template, stdin=stdin), what
+        return msgspec.structs.replace(tool.job, stdin=stdin), tool
 
-    def _template(self, plugin: str, tool: str) -> tuple[dict[str, Any], Job, str]:
+    def _template(self, plugin: str, tool: str) -> _Tool:
         """What every call of one tool shares (kept until the plugin is installed again or
         removed): its argument schema and the job without its stdin."""
         installed = self._get(plugin)
@@ -201,7 +211,18 @@ class PluginActor(Actor):
             env=[(n, self.environ[n]) for n in record.env if n in self.environ],
             argv0=manifest.name,
         )
-        return spec.args, job, f"plugin {plugin}, tool {tool}"
+        budget = self.config.inline_fuel
+        call_limits = job.limits()
+        return _Tool(
+            args_schema=spec.args,
+            job=job,
+            what=f"plugin {plugin}, tool {tool}",
+            grants=job.grants(),
+            limits=call_limits,
+            inline_limits=replace(
+                call_limits, fuel=budget if job.fuel is None else min(job.fuel, budget)
+            ),
+        )
 
     def _forget(self, plugin: str) -> None:
         """A plugin installed again or removed: nothing known about its tools still holds."""
@@ -220,7 +241,7 @@ class PluginActor(Actor):
             and isinstance(self.runner, ThreadRunner)
         )
 
-    def _run_inline(self, msg: CallPlugin, job: Job, what: str) -> Any:
+    def _run_inline(self, msg: CallPlugin, job: Job, tool: _Tool) -> Any:
         """Run the call here, on the event loop's thread, bounded by ``inline_fuel`` (a fuel
         run is deterministic: one that runs out here runs again, whole, on a thread, with
         the manifest's limits). ``NOT_NOW`` when the call cannot or need not run here: it has
@@ -233,17 +254,19 @@ class PluginActor(Actor):
         program = self.runner.cache.peek(job.module_path, job.sha256, fuel=True)
         if program is None:
             return NOT_NOW
-        budget = self.config.inline_fuel
-        fuel = budget if job.fuel is None else min(job.fuel, budget)
-        limits = replace(job.limits(), fuel=fuel)
+        limits, grants = tool.inline_limits, tool.grants
+        fuel = limits.fuel
+        assert fuel is not None
         cpu = time.thread_time()
         spent = self._spent
         result = program.runtime.run(
-            program, job.stdin, limits, job.grants(), job.argv0, inline=True, spent=spent
+            program, job.stdin, limits, grants, job.argv0, inline=True, spent=spent
         )
-        if len(spent) == 1:
-            # Free the store after the answer has gone out: in the next scheduler batch.
-            trio.lowlevel.current_trio_token().run_sync_soon(spent.clear)
+        # After the answer has gone out (in the next scheduler batch): free the store and
+        # make the next call's.
+        self._after.append((program, limits, grants, job.argv0))
+        if len(self._after) == 1:
+            trio.lowlevel.current_trio_token().run_sync_soon(self._after_inline)
         cpu = time.thread_time() - cpu  # CPU, not wall time: load on the machine is no strike
         exhausted = result.trap == "OUT_OF_FUEL" and fuel < (job.fuel or fuel + 1)
         # Two slow runs in a row (the first run of a program on a thread is slow once) send
@@ -258,7 +281,13 @@ class PluginActor(Actor):
             if result.would_block or exhausted:
                 return NOT_NOW
         self.inline_runs += 1
-        return self._finish(msg, job, what, result)
+        return self._finish(msg, job, tool.what, result, tool.limits)
+
+    def _after_inline(self) -> None:
+        self._spent.clear()
+        after, self._after = self._after, []
+        for program, limits, grants, argv0 in after:
+            program.runtime.prepare(program, limits, grants, argv0, inline=True)
 
     def _warm_later(self, job: Job) -> None:
         """Load the fuel-metered program of a module so its next calls can run inline: in
@@ -286,7 +315,9 @@ class PluginActor(Actor):
 
     # ------------------------------------------------------------------ outcomes
 
-    def _finish(self, msg: CallPlugin, job: Job, what: str, result: RunResult) -> CallResult:
+    def _finish(
+        self, msg: CallPlugin, job: Job, what: str, result: RunResult, limits: CallLimits
+    ) -> CallResult:
         if result.stderr:
             log.info(
                 "%s (request %d) stderr: %s",
@@ -302,7 +333,7 @@ class PluginActor(Actor):
                 job.memory_bytes >> 20,
             )
         try:
-            value = interpret(result, job.limits(), what=what)
+            value = interpret(result, limits, what=what)
         except SandboxError as exc:
             raise self._failed(msg, what, exc) from None
         return CallResult(value=value, elapsed=result.elapsed)
@@ -390,6 +421,21 @@ class PluginActor(Actor):
             await self.ref("tool").ask(UnregisterOwner(owner=_owner(name)), timeout=5.0)
         except (ActorNotFound, ActorStopped, AskTimeout) as exc:
             log.info("tools of plugin %s not unregistered: %s", name, exc)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Tool:
+    """What every call of one tool shares (kept until the plugin is installed again or
+    removed)."""
+
+    args_schema: dict[str, Any]
+    #: The job without its stdin.
+    job: Job
+    what: str
+    limits: CallLimits
+    grants: CallGrants
+    #: ``limits`` with fuel capped at the inline budget.
+    inline_limits: CallLimits
 
 
 def _owner(name: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import queue
 import signal
 import subprocess
@@ -116,9 +117,13 @@ class ProcessRunner:
                 str(self.cache_dir or ""),
                 str(self.max_wasm_stack),
                 str(self.tick),
+                str(os.getpid()),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
+            # Out of the daemon's process group: a Ctrl-C in its terminal (or a signal to
+            # the group) is for the daemon, which stops its workers itself.
+            start_new_session=True,
         )
         worker = _Worker(slot, generation, f"ipc://{path}", path, sock, proc)
         deadline = time.monotonic() + SPAWN_TIMEOUT

@@ -9,9 +9,11 @@ Every call gets a fresh store: its own WASI context (stdin = the call, stdout an
 capped buffers, no environment unless granted, no preopened directory unless granted, and
 those read-only unless write was granted; wasmtime's WASI preview 1 has no sockets to open
 and no network), an epoch deadline, fuel when the manifest sets it, a memory limit, and the
-engine's maximum wasm stack. When no directory is granted, ``fd_write`` is served by
-``_fd_write`` on the calling thread (fds 1 and 2 are then the only writable ones); otherwise
-by wasmtime's WASI with custom output callbacks (which run on a wasmtime worker thread).
+engine's maximum wasm stack. When no directory is granted, ``fd_read`` and ``fd_write`` are
+served by ``_fd_read`` and ``_fd_write`` on the calling thread (fd 0 is then the only
+readable fd, 1 and 2 the only writable ones), so the store does not depend on the call and
+``Runtime.prepare`` can make the next call's store ahead of it; otherwise by wasmtime's WASI
+(stdin bytes, custom output callbacks that run on a wasmtime worker thread).
 ``run`` never raises for anything the guest does: it reports what happened in a
 ``RunResult`` and ``interpret`` turns that into a JSON value or a ``SandboxError`` with a
 protocol error code.
@@ -31,7 +33,7 @@ import struct
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,20 @@ class Program:
     pre_inline: wasmtime.InstancePre
     runtime: Runtime
     from_cache: bool = False
+    #: The module has a start function: instantiating it runs guest code, so it is never
+    #: instantiated ahead of its call.
+    has_start: bool = False
+    #: Stores instantiated ahead of their call (see ``Runtime.prepare``), by what shapes a
+    #: store before its call: (inline, memory limit, environment, argv0). Each is used once.
+    spares: dict[tuple[bool, int | None, tuple[tuple[str, str], ...], str], _Spare] = field(
+        default_factory=dict
+    )
+
+
+@dataclass(frozen=True)
+class _Spare:
+    store: wasmtime.Store
+    instance: wasmtime.Instance
 
 
 class EpochTicker:
@@ -221,11 +237,11 @@ class Runtime:
         self.lean_linker = wasmtime.Linker(self.engine)
         self.lean_linker.allow_shadowing = True
         self.lean_linker.define_wasi()
-        _define_fd_write(self.lean_linker)
+        _define_stdio(self.lean_linker)
         self.inline_linker = wasmtime.Linker(self.engine)
         self.inline_linker.allow_shadowing = True
         self.inline_linker.define_wasi()
-        _define_fd_write(self.inline_linker)
+        _define_stdio(self.inline_linker)
         _define_unchecked(
             self.inline_linker, b"poll_oneoff", [wasmtime.ValType.i32()] * 4, _raw_poll_refused
         )
@@ -270,6 +286,7 @@ class Runtime:
             pre_inline=pre_inline,
             runtime=self,
             from_cache=from_cache,
+            has_start=has_start_section(wasm),
         )
 
     def _compile(self, wasm: bytes, sha: str) -> tuple[wasmtime.Module, bool]:
@@ -318,56 +335,44 @@ class Runtime:
         cannot block still has to be bounded by something finer than the epoch tick).
         ``spent``: the store is appended there instead of freed here (freeing a store
         unmaps its memory: tens of microseconds the caller may spend after answering).
+
+        A call without directory grants uses the store ``prepare`` made for it, if any
+        (instantiated, never run); otherwise it makes its own.
         """
         started = time.perf_counter()
         result = RunResult()
         out = _CappedSink(limits.output_bytes)
         err = _CappedSink(STDERR_CAP, truncate=True)
-
-        wasi = wasmtime.WasiConfig()
-        wasi.argv = [argv0]
-        _set_stdin_bytes(wasi, stdin)
-        # Without preopened directories the only fds a guest can write are 1 and 2: serve
-        # fd_write on this thread (wasmtime runs custom output callbacks on a worker thread,
-        # a hop that costs about as much as the rest of a trivial call).
+        # Without preopened directories the only fds a guest can write are 1 and 2 and the
+        # only one it can read is 0: serve fd_read and fd_write on this thread (wasmtime
+        # runs custom output callbacks on a worker thread, a hop that costs about as much
+        # as the rest of a trivial call), and the store does not depend on the call.
         lean = not grants.dirs
         if inline:
             assert lean and self.settings.fuel and limits.fuel is not None
             _local.blocked = False
+        spare: _Spare | None = None
         if lean:
             _local.sinks = (out, err)
-            pre = program.pre_inline if inline else program.pre_lean
-        else:
-            wasi.stdout_custom = out.write
-            wasi.stderr_custom = err.write
-            pre = program.pre
-        if grants.env:
-            wasi.env = list(grants.env)
-        for d in grants.dirs:
-            try:
-                wasi.preopen_dir(d.host, d.guest, fs_mutable=d.write)
-            except wasmtime.WasmtimeError as exc:
-                raise SandboxError(
-                    "sandbox_denied", f"granted directory {d.host} cannot be opened: {exc}"
-                ) from None
-
-        store = wasmtime.Store(self.engine)
-        if limits.memory_bytes is not None:
-            store.set_limits(memory_size=limits.memory_bytes, instances=1, tables=4, memories=1)
-        if self.settings.fuel:
-            store.set_fuel(limits.fuel if limits.fuel is not None else 2**63 - 1)
+            _local.source = _Source(stdin)
+            if not program.has_start:
+                spare = program.spares.pop(_spare_key(inline, limits, grants, argv0), None)
         ticker = self.ticker if self.settings.epoch else None
-        if self.settings.epoch:
-            timeout = limits.timeout if limits.timeout is not None else 10 * 365 * 86400.0
-            assert ticker is not None
-            store.set_epoch_deadline(ticker.ticks_for(timeout))
-        store.set_wasi(wasi)
-
+        store: wasmtime.Store | None = None
         instance: wasmtime.Instance | None = None
         if ticker is not None:
             ticker.enter()
         try:
-            instance = pre.instantiate(store)
+            if spare is not None:
+                store, instance = spare.store, spare.instance
+                self._arm(store, limits)
+            else:
+                store = self._new_store(lean, stdin, limits, grants, argv0, out, err)
+                self._arm(store, limits)
+                pre = (program.pre_inline if inline else program.pre_lean) if lean else program.pre
+                instance = pre.instantiate(store)
+            if lean:
+                _bind_memory(store, instance)
             _call_start(store, instance)
         except wasmtime.ExitTrap as exc:
             result.exit_code = exc.code
@@ -383,10 +388,13 @@ class Runtime:
                 ticker.leave()
             if lean:
                 _local.sinks = None
+                _local.source = None
+                _local.memory = None
             if inline:
                 result.would_block = _local.blocked
         failed = result.trap is not None or result.exit_code != 0
         if failed and limits.memory_bytes is not None and instance is not None:
+            assert store is not None
             # Only a failed call needs to know (see ``interpret``).
             memory = _export(store, instance, b"memory")
             if isinstance(memory, wasmtime.Memory):
@@ -399,9 +407,118 @@ class Runtime:
         result.stdout_overflow = out.overflow
         result.stderr = err.getvalue()
         result.elapsed = time.perf_counter() - started
-        if spent is not None:
+        if spent is not None and store is not None:
             spent.append(store)
         return result
+
+    def prepare(
+        self,
+        program: Program,
+        limits: CallLimits,
+        grants: CallGrants = CallGrants(),
+        argv0: str = "plugin",
+        *,
+        inline: bool = False,
+    ) -> None:
+        """Make the store and instance of the next such call of ``program`` now, so that the
+        call only runs it (a fresh store per call all the same: this one has never run any
+        guest code). For calls without directory grants, of modules without a start
+        function; a module that cannot be instantiated gets no spare (its call reports
+        why). Keeps at most one spare per key."""
+        if grants.dirs or program.has_start:
+            return
+        key = _spare_key(inline, limits, grants, argv0)
+        if key in program.spares:
+            return
+        store = self._new_store(True, b"", limits, grants, argv0, None, None)
+        # Instantiating may take fuel (constant expressions) and checks the epoch deadline;
+        # both are armed again when the call starts.
+        self._arm(store, limits)
+        pre = program.pre_inline if inline else program.pre_lean
+        try:
+            instance = pre.instantiate(store)
+        except (wasmtime.WasmtimeError, wasmtime.Trap):
+            return
+        program.spares[key] = _Spare(store, instance)
+
+    def _new_store(
+        self,
+        lean: bool,
+        stdin: bytes,
+        limits: CallLimits,
+        grants: CallGrants,
+        argv0: str,
+        out: _CappedSink | None,
+        err: _CappedSink | None,
+    ) -> wasmtime.Store:
+        """A store with its WASI context and memory limit: not yet armed (``_arm``)."""
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = [argv0]
+        if not lean:
+            assert out is not None and err is not None
+            _set_stdin_bytes(wasi, stdin)
+            wasi.stdout_custom = out.write
+            wasi.stderr_custom = err.write
+        if grants.env:
+            wasi.env = list(grants.env)
+        for d in grants.dirs:
+            try:
+                wasi.preopen_dir(d.host, d.guest, fs_mutable=d.write)
+            except wasmtime.WasmtimeError as exc:
+                raise SandboxError(
+                    "sandbox_denied", f"granted directory {d.host} cannot be opened: {exc}"
+                ) from None
+        store = wasmtime.Store(self.engine)
+        if limits.memory_bytes is not None:
+            store.set_limits(memory_size=limits.memory_bytes, instances=1, tables=4, memories=1)
+        store.set_wasi(wasi)
+        return store
+
+    def _arm(self, store: wasmtime.Store, limits: CallLimits) -> None:
+        """Fuel and the epoch deadline: set just before the guest runs."""
+        if self.settings.fuel:
+            store.set_fuel(limits.fuel if limits.fuel is not None else 2**63 - 1)
+        if self.settings.epoch:
+            timeout = limits.timeout if limits.timeout is not None else 10 * 365 * 86400.0
+            assert self.ticker is not None
+            store.set_epoch_deadline(self.ticker.ticks_for(timeout))
+
+
+def _spare_key(
+    inline: bool, limits: CallLimits, grants: CallGrants, argv0: str
+) -> tuple[bool, int | None, tuple[tuple[str, str], ...], str]:
+    return (inline, limits.memory_bytes, grants.env, argv0)
+
+
+class _Source:
+    """stdin of one call without directory grants, served by ``_fd_read``."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+
+def has_start_section(wasm: bytes) -> bool:
+    """Whether a (valid, already compiled) module has a start section (id 8)."""
+    pos = 8
+    end = len(wasm)
+    while pos < end:
+        section = wasm[pos]
+        pos += 1
+        size = shift = 0
+        while True:
+            byte = wasm[pos]
+            pos += 1
+            size |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        if section == 8:
+            return True
+        pos += size
+    return False
 
 
 def _cause(message: str) -> str:
@@ -486,8 +603,10 @@ def _call_start(store: wasmtime.Store, instance: wasmtime.Instance) -> None:
             raise wasmtime.WasmtimeError._from_ptr(error)
 
 
-def _define_fd_write(linker: wasmtime.Linker) -> None:
+def _define_stdio(linker: wasmtime.Linker) -> None:
+    """``fd_read`` and ``fd_write`` served on the calling thread (see ``Runtime.run``)."""
     _define_unchecked(linker, b"fd_write", [wasmtime.ValType.i32()] * 4, _raw_fd_write)
+    _define_unchecked(linker, b"fd_read", [wasmtime.ValType.i32()] * 4, _raw_fd_read)
 
 
 def _define_unchecked(
@@ -518,14 +637,25 @@ def _no_finalizer(_env: int | None) -> None:
 
 
 @ffi.wasmtime_func_unchecked_callback_t  # type: ignore[untyped-decorator]
-def _raw_fd_write(_env: int | None, caller: Any, args: Any, _count: int) -> int:
+def _raw_fd_write(_env: int | None, _caller: Any, args: Any, _count: int) -> int:
     """WASI ``fd_write`` for fds 1 and 2 into this call's capped sinks, as an "unchecked"
     host function (raw arguments, no per-call type conversions: wasmtime-py's generic
     trampoline costs several times more). ``args[0]`` receives the WASI errno."""
     try:
-        args[0].i32 = _fd_write(caller, args[0].i32, args[1].i32, args[2].i32, args[3].i32)
+        args[0].i32 = _fd_write(args[0].i32, args[1].i32, args[2].i32, args[3].i32)
     except Exception:
         log.exception("plugin fd_write failed")
+        args[0].i32 = _EIO
+    return 0
+
+
+@ffi.wasmtime_func_unchecked_callback_t  # type: ignore[untyped-decorator]
+def _raw_fd_read(_env: int | None, _caller: Any, args: Any, _count: int) -> int:
+    """WASI ``fd_read`` for fd 0 from this call's stdin (see ``_raw_fd_write``)."""
+    try:
+        args[0].i32 = _fd_read(args[0].i32, args[1].i32, args[2].i32, args[3].i32)
+    except Exception:
+        log.exception("plugin fd_read failed")
         args[0].i32 = _EIO
     return 0
 
@@ -549,36 +679,101 @@ _U32 = 0xFFFFFFFF
 _MEMORY_KIND = ffi.WASMTIME_EXTERN_MEMORY.value
 
 
-def _fd_write(caller: Any, fd: int, iovs: int, count: int, nwritten: int) -> int:
-    """Every guest pointer is bounds-checked against its memory (a bad one is EFAULT, as in
-    wasmtime's own WASI)."""
+def _guest_memory() -> tuple[int, int] | None:
+    """Base address and size of the running instance's exported memory (looked up once per
+    run by ``_bind_memory``; read again on every use: ``memory.grow`` may move it)."""
+    bound: tuple[int, int, object] | None = getattr(_local, "memory", None)
+    if bound is None:
+        return None
+    context, memory, _ = bound
+    return _memory_data(context, memory) or 0, _memory_data_size(context, memory)
+
+
+def _bind_memory(store: wasmtime.Store, instance: wasmtime.Instance) -> None:
+    item = ffi.wasmtime_extern_t()
+    context = store._context()
+    found = ffi.wasmtime_instance_export_get(
+        context, ctypes.byref(instance._instance), b"memory", 6, ctypes.byref(item)
+    )
+    if found and int(item.kind) == _MEMORY_KIND:
+        address = ctypes.cast(context, ctypes.c_void_p).value or 0
+        _local.memory = (address, ctypes.addressof(item.of.memory), item)
+    else:
+        _local.memory = None
+
+
+# Private prototypes of two C API functions, returning plain addresses (wasmtime-py's
+# return a uint8 pointer that must be cast on every call).
+_memory_data = ffi.dll["wasmtime_memory_data"]
+_memory_data.restype = ctypes.c_void_p
+_memory_data.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_memory_data_size = ffi.dll["wasmtime_memory_data_size"]
+_memory_data_size.restype = ctypes.c_size_t
+_memory_data_size.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+
+
+def _iovecs(base: int, size: int, iovs: int, count: int, out: int) -> list[tuple[int, int]] | None:
+    """The (pointer, length) pairs of a guest iovec array, or ``None`` if the array, a
+    buffer or the ``out`` word lies outside the guest's memory."""
+    iovs, count, out = iovs & _U32, count & _U32, out & _U32
+    if iovs + 8 * count > size or out + 4 > size:
+        return None
+    table = ctypes.string_at(base + iovs, 8 * count)
+    pairs = list(struct.iter_unpack("<II", table))
+    for ptr, length in pairs:
+        if ptr + length > size:
+            return None
+    return pairs
+
+
+def _fd_write(fd: int, iovs: int, count: int, nwritten: int) -> int:
+    """Every guest pointer is bounds-checked against its memory: a bad one is EFAULT (where
+    wasmtime's own WASI traps; either way the call cannot touch the host)."""
     sinks: tuple[_CappedSink, _CappedSink] | None = getattr(_local, "sinks", None)
     if sinks is None or fd not in (1, 2):
         return _EBADF
-    item = ffi.wasmtime_extern_t()
-    found = ffi.wasmtime_caller_export_get(caller, b"memory", 6, ctypes.byref(item))
-    if not found or int(item.kind) != _MEMORY_KIND:
+    memory = _guest_memory()
+    if memory is None:
         return _EFAULT
-    context = ffi.wasmtime_caller_context(caller)
-    size = ffi.wasmtime_memory_data_size(context, ctypes.byref(item.of.memory))
-    data = ffi.wasmtime_memory_data(context, ctypes.byref(item.of.memory))
-    base = ctypes.cast(data, ctypes.c_void_p).value or 0
-    iovs, count, nwritten = iovs & _U32, count & _U32, nwritten & _U32
-    if iovs + 8 * count > size or nwritten + 4 > size:
+    base, size = memory
+    pairs = _iovecs(base, size, iovs, count, nwritten)
+    if pairs is None:
         return _EFAULT
-    table = ctypes.string_at(base + iovs, 8 * count)
     sink = sinks[fd - 1]
     total = 0
-    for i in range(count):
-        ptr, length = struct.unpack_from("<II", table, 8 * i)
-        if ptr + length > size:
-            return _EFAULT
+    for ptr, length in pairs:
         if not length:
             continue
         if sink.write(ctypes.string_at(base + ptr, length)) < 0:
             return _EFBIG
         total += length
-    ctypes.memmove(base + nwritten, struct.pack("<I", total), 4)
+    ctypes.memmove(base + (nwritten & _U32), struct.pack("<I", total), 4)
+    return 0
+
+
+def _fd_read(fd: int, iovs: int, count: int, nread: int) -> int:
+    """stdin (the call) for runs without directory grants, where 0 is the one readable fd.
+    Bounds-checked like ``_fd_write``; at the end of the call it reads 0 bytes (EOF)."""
+    source: _Source | None = getattr(_local, "source", None)
+    if source is None or fd != 0:
+        return _EBADF
+    memory = _guest_memory()
+    if memory is None:
+        return _EFAULT
+    base, size = memory
+    pairs = _iovecs(base, size, iovs, count, nread)
+    if pairs is None:
+        return _EFAULT
+    data, pos, total = source.data, source.pos, 0
+    for ptr, length in pairs:
+        take = min(length, len(data) - pos)
+        if take <= 0:
+            break
+        ctypes.memmove(base + ptr, data[pos : pos + take], take)
+        pos += take
+        total += take
+    source.pos = pos
+    ctypes.memmove(base + (nread & _U32), struct.pack("<I", total), 4)
     return 0
 
 

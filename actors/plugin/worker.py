@@ -55,7 +55,9 @@ def main(argv: list[str]) -> int:
     from convergiod.actors.plugin.sandbox import Sandbox, SandboxError
 
     endpoint, cache_dir, stack, tick = argv[0], argv[1], int(argv[2]), float(argv[3])
-    parent = os.getppid()
+    # The daemon's pid, as it gave it: read here, ``getppid`` would already be another
+    # process's if the daemon died while this one was starting.
+    parent = int(argv[4]) if len(argv) > 4 else os.getppid()
     sandbox = Sandbox(Path(cache_dir) if cache_dir else None, max_wasm_stack=stack, tick=tick)
     cache = ProgramCache(sandbox)
     ctx: zmq.Context[Any] = zmq.Context()
