@@ -9,6 +9,11 @@ the Trio client -> ZeroMQ -> gateway -> router actor -> HTTP -> server and back 
 events. Direct and daemon rounds alternate so both see the same machine load.
 
 Run: .venv/bin/python bench/bench_router.py  (writes bench/results/router.md)
+
+Knobs for shorter runs while iterating (such a run prints its table and writes nothing):
+``BENCH_ROUTER_PHASES`` — a comma-separated subset of ``seq,con,paced,embedded,httpx``;
+``BENCH_ROUTER_ROUNDS`` — alternating rounds (default 4); ``BENCH_ROUTER_SEQ`` — sequential
+calls per round and way (default 100).
 """
 
 from __future__ import annotations
@@ -44,8 +49,12 @@ UPSTREAM = f"text;chunks={CHUNKS}"
 PACE = 0.02
 PACED_UPSTREAM = f"text;chunks={CHUNKS};delay={PACE}"
 PACED_PER_TASK = 2
-ROUNDS = 4
-SEQUENTIAL_PER_ROUND = 100
+ROUNDS = int(os.environ.get("BENCH_ROUTER_ROUNDS", "4"))
+SEQUENTIAL_PER_ROUND = int(os.environ.get("BENCH_ROUTER_SEQ", "100"))
+ALL_PHASES = ("seq", "con", "paced", "embedded", "httpx")
+PHASES = set(
+    os.environ.get("BENCH_ROUTER_PHASES", ",".join(ALL_PHASES)).replace(" ", "").split(",")
+)
 CONCURRENT = 50
 CONCURRENT_PER_TASK = 4
 
@@ -279,32 +288,51 @@ upstream = "{PACED_UPSTREAM}"
             assert daemon.proc is not None
             pids = {"daemon": daemon.proc.pid, "server": server.pid, "driver": os.getpid()}
             cpu = {key: CpuMeter(**pids) for key in ("d_seq", "r_seq", "d_con", "r_con")}
-            for _ in range(ROUNDS):
-                with cpu["d_seq"]:
-                    await sequential(direct.call, SEQUENTIAL_PER_ROUND, d_seq)
-                with cpu["r_seq"]:
-                    await sequential(through.call, SEQUENTIAL_PER_ROUND, r_seq)
+            if "seq" in PHASES:
+                for _ in range(ROUNDS):
+                    with cpu["d_seq"]:
+                        await sequential(direct.call, SEQUENTIAL_PER_ROUND, d_seq)
+                    with cpu["r_seq"]:
+                        await sequential(through.call, SEQUENTIAL_PER_ROUND, r_seq)
             d_wall = r_wall = 0.0
-            for _ in range(ROUNDS):
-                with cpu["d_con"]:
-                    d_wall += await concurrent(direct.call, CONCURRENT, CONCURRENT_PER_TASK, d_con)
-                with cpu["r_con"]:
-                    r_wall += await concurrent(through.call, CONCURRENT, CONCURRENT_PER_TASK, r_con)
+            if "con" in PHASES:
+                for _ in range(ROUNDS):
+                    with cpu["d_con"]:
+                        d_wall += await concurrent(
+                            direct.call, CONCURRENT, CONCURRENT_PER_TASK, d_con
+                        )
+                    with cpu["r_con"]:
+                        r_wall += await concurrent(
+                            through.call, CONCURRENT, CONCURRENT_PER_TASK, r_con
+                        )
             d_paced: list[tuple[float, float]] = []
             r_paced: list[tuple[float, float]] = []
             direct_paced = Direct(port, PACED_UPSTREAM)
             through_paced = ThroughDaemon(client, "paced")
-            for _ in range(ROUNDS):
-                await concurrent(
-                    direct_paced.call, CONCURRENT, PACED_PER_TASK, d_paced, stagger=CHUNKS * PACE
-                )
-                await concurrent(
-                    through_paced.call, CONCURRENT, PACED_PER_TASK, r_paced, stagger=CHUNKS * PACE
-                )
+            if "paced" in PHASES:
+                for _ in range(ROUNDS):
+                    await concurrent(
+                        direct_paced.call,
+                        CONCURRENT,
+                        PACED_PER_TASK,
+                        d_paced,
+                        stagger=CHUNKS * PACE,
+                    )
+                    await concurrent(
+                        through_paced.call,
+                        CONCURRENT,
+                        PACED_PER_TASK,
+                        r_paced,
+                        stagger=CHUNKS * PACE,
+                    )
             await direct_paced.client.aclose()
-            embedded_rows = [] if "--no-embedded" in sys.argv else await embedded(client)
+            embedded_rows = (
+                await embedded(client)
+                if "embedded" in PHASES and "--no-embedded" not in sys.argv
+                else []
+            )
         await direct.client.aclose()
-        client_rows = await httpx_vs_router_client(port)
+        client_rows = await httpx_vs_router_client(port) if "httpx" in PHASES else []
     finally:
         daemon.terminate()
         server.terminate()
@@ -317,6 +345,8 @@ upstream = "{PACED_UPSTREAM}"
         (f"{CONCURRENT} streams", d_con, r_con),
         (f"{CONCURRENT} streams, paced", d_paced, r_paced),
     ):
+        if not d or not r:
+            continue
         for i, what in ((0, "TTFT"), (1, "total")):
             dp50, dp99 = stats(d, i)
             rp50, rp99 = stats(r, i)
@@ -340,6 +370,8 @@ upstream = "{PACED_UPSTREAM}"
         ("d_con", "direct", f"{CONCURRENT} streams", len(d_con)),
         ("r_con", "through the daemon", f"{CONCURRENT} streams", len(r_con)),
     ):
+        if not calls:
+            continue
         meter = cpu[key]
         total = sum(meter.total.values()) - (0 if key.startswith("r") else meter.total["daemon"])
         cpu_rows.append(
@@ -354,9 +386,9 @@ Overhead = through the daemon minus direct, per percentile (ms). Targets: median
 p99 ≤ 5 ms at both concurrencies. Each call streams {CHUNKS} text chunks plus the usage chunk
 from the local test server (OpenAI format, no delays). {ROUNDS} alternating rounds: sequential
 {ROUNDS * SEQUENTIAL_PER_ROUND} calls each way; concurrent {n_calls} calls each way
-({CONCURRENT} tasks). Concurrent throughput: direct {n_calls / d_wall:,.0f} calls/s, through
-the daemon {n_calls / r_wall:,.0f} calls/s. Three processes (server, daemon, driver) share
-{os.cpu_count()} CPUs; load average at the end of the run: {os.getloadavg()[0]:.1f}.
+({CONCURRENT} tasks). Concurrent throughput: direct {n_calls / (d_wall or 1):,.0f} calls/s,
+through the daemon {n_calls / (r_wall or 1):,.0f} calls/s. Three processes (server, daemon,
+driver) share {os.cpu_count()} CPUs; load average at the end of the run: {os.getloadavg()[0]:.1f}.
 "Paced": the same answer with a chunk every {PACE * 1e3:.0f} ms ({1 / PACE:.0f} tokens/s, a
 model's pace), {len(d_paced)} calls each way from {CONCURRENT} tasks whose starts are spread
 over one call's length (steady state, not {CONCURRENT} requests at one instant): the CPUs are
@@ -388,6 +420,12 @@ the CPU time all three processes spend on it: the daemon's share is the overhead
 """
         + "\n".join("| " + " | ".join(r) + " |" for r in embedded_rows)
     )
+    if set(ALL_PHASES) != PHASES or ROUNDS != 4 or SEQUENTIAL_PER_ROUND != 100:
+        print(f"(a partial run: {sorted(PHASES)}, {ROUNDS} rounds; nothing written)")
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+        print("\n".join(cpu_rows))
+        return
     write_table(
         "router",
         "Router overhead: through the daemon vs direct to the same server",

@@ -15,6 +15,7 @@ concurrency limits (``overloaded`` with ``retry_after``).
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import time
@@ -62,8 +63,6 @@ class Caller:
 
 
 LOCAL_ADMIN_TENANT = "local"
-#: Messages taken off the socket per scheduler trip of the receive loop.
-BATCH = 256
 #: A streaming handler yields to the scheduler at least once per this many events.
 EMIT_YIELD_EVERY = 64
 
@@ -224,27 +223,33 @@ class Gateway:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Receive and dispatch until cancelled.
 
-        After each awaited receive, up to ``BATCH`` more queued messages are taken without
-        yielding: under load one trip through the scheduler serves many requests.
+        Messages are dispatched as the socket gets them (``TrioSocket.set_receiver``), in
+        batches: by the socket's pump, or by a task whose send found messages waiting. A
+        request's task starts one trip through the scheduler after its message arrived,
+        and under load one trip serves many requests.
         """
-        recv, try_recv, dispatch = (
-            self.router.recv_multipart,
-            self.router.try_recv_multipart,
-            self._dispatch if self.identify is None else self._dispatch_identified,
-        )
+        dispatch = self._dispatch if self.identify is None else self._dispatch_identified
+        # Dispatching runs in whichever task found the messages: always in this context,
+        # not in that task's (its request id, for one).
+        context = contextvars.copy_context()
+
+        def receive(msgs: list[list[bytes]]) -> None:
+            self._trip_started = time.perf_counter()
+            for frames in msgs:
+                dispatch(frames)
+
+        def receive_here(msgs: list[list[bytes]]) -> None:
+            context.run(receive, msgs)
+
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._expire_deferred)
-            task_status.started()
-            while True:
-                first = await recv()
-                self._trip_started = time.perf_counter()
-                dispatch(first)
-                for _ in range(BATCH):
-                    frames = try_recv()
-                    if frames is None:
-                        break
-                    dispatch(frames)
+            self.router.set_receiver(receive_here)
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self.router.set_receiver(None)  # no dispatching into a closed nursery
 
     def stop_accepting(self) -> None:
         """From now on new requests get ``unavailable``; in-flight ones continue."""
@@ -360,7 +365,7 @@ class Gateway:
                     msg.id,
                     "overloaded",
                     f"tenant {caller.tenant!r} is over its request rate",
-                    retry_after=round(wait, 3),
+                    retry_after=max(0.001, round(wait, 3)),  # never a hint of 0
                 )
                 return
         op = msg.op

@@ -38,6 +38,13 @@ The design here:
   to a full peer is refused although the socket looks writable. Such a sender parks apart
   from the others (woken by the pump and by successful operations, and retrying on a backoff
   of 1 to 50 ms), so it neither busy-loops nor blocks sends to other peers.
+* A socket whose messages are dispatched by their content (the Trio client's replies, the
+  gateway's requests) can have a **receiver** instead (``set_receiver``): whoever finds
+  messages queued (the pump after an FD edge, or a task right after its own libzmq call,
+  which may have consumed that edge) hands them to the receiver at once, in batches of at
+  most ``_DELIVER_BATCH``. A message then reaches the task it is for one scheduler trip
+  after it arrived (the pump's), not two (a reader task's, then that task's). A batch left
+  over by a task other than the pump wakes the pump (its FD wait is cancellable) to go on.
 * ``close()`` marks the socket closed, wakes every waiter (they raise
   ``trio.ClosedResourceError``), calls ``trio.lowlevel.notify_closing(fd)`` (which wakes the
   pump with ``ClosedResourceError``) and only then closes the zmq socket.
@@ -73,6 +80,8 @@ _MAX_SPINS: Final = 3
 # this long, doubling up to the cap, in case the change's FD edge was consumed by a failed call.
 _BLOCKED_RETRY_MIN: Final = 0.001
 _BLOCKED_RETRY_MAX: Final = 0.05
+# Messages given to a receiver (``set_receiver``) per trip before the pump yields.
+_DELIVER_BATCH: Final = 256
 
 _Frame = bytes | bytearray | memoryview | zmq.Frame
 Frames = Sequence[_Frame]
@@ -143,10 +152,14 @@ class TrioSocket:
     """
 
     __slots__ = (
+        "_backlog",
         "_closed",
+        "_delivering",
         "_fd",
         "_get",
         "_linger",
+        "_pump_wait",
+        "_receiver",
         "_recv",
         "_recv_cold",
         "_recv_waiters",
@@ -165,6 +178,10 @@ class TrioSocket:
         self._recv_waiters = _WaitQueue()
         self._send_waiters = _WaitQueue()
         self._send_blocked = _WaitQueue()
+        self._receiver: Callable[[list[list[bytes]]], None] | None = None
+        self._delivering = False
+        self._backlog = False
+        self._pump_wait: trio.CancelScope | None = None
         # Bound methods cached once: no attribute lookups or allocations per operation.
         # (EVENTS, the only option read through ``_get``, is an int option.)
         self._get = cast(Callable[[int], int], sock.getsockopt)
@@ -184,9 +201,14 @@ class TrioSocket:
         ``progress``: the call follows an FD edge or a successful operation, so senders that
         were refused despite ``POLLOUT`` are worth retrying too. (Not after a failed attempt:
         two such senders would otherwise wake each other forever.)
+        With a receiver (``set_receiver``), the messages queued go to it, at most
+        ``_DELIVER_BATCH``; the pump is woken to go on with the rest.
         """
         events = self._get(_EVENTS)
-        if events & _POLLIN and self._recv_waiters.tasks:
+        if events & _POLLIN and self._receiver is not None:
+            if not self._delivering:
+                events = self._deliver()
+        elif events & _POLLIN and self._recv_waiters.tasks:
             # Receive for the parked task right here and hand it the message: it resumes
             # with it, one trip through the scheduler sooner than if it had to try itself.
             try:
@@ -206,8 +228,69 @@ class TrioSocket:
 
     def _after_call(self) -> None:
         """Re-check ``EVENTS`` after a successful libzmq call, if anyone could need waking."""
-        if self._recv_waiters.tasks or self._send_waiters.tasks or self._send_blocked.tasks:
+        if (
+            self._receiver is not None
+            or self._recv_waiters.tasks
+            or self._send_waiters.tasks
+            or self._send_blocked.tasks
+        ):
             self._poll_events()
+
+    def set_receiver(self, receiver: Callable[[list[list[bytes]]], None] | None) -> None:
+        """Hand every message to ``receiver`` as soon as the socket has it, instead of to
+        ``recv`` callers (nobody may receive on this socket after this).
+
+        For a socket whose messages are dispatched (a client's replies to many requests, a
+        server's requests): the pump, or a task whose libzmq call on the socket found
+        messages waiting, calls ``receiver`` with the messages queued (a list of messages,
+        each a list of frames; at most ``_DELIVER_BATCH`` per call), so a message reaches
+        the task it is for with one trip through the scheduler (the pump's), not two (a
+        reader task's, then that task's). ``receiver`` must not block or raise; it runs in
+        whichever task found the messages. It may send on this socket. ``None``: stop
+        (messages then wait in the socket).
+        """
+        if self._recv_waiters.tasks:
+            raise RuntimeError("tasks are already receiving on this socket")
+        self._receiver = receiver
+        if receiver is not None and not self._closed:
+            self._poll_events()
+
+    def _deliver(self) -> int:
+        """Give the queued messages to the receiver (``EVENTS`` showed ``POLLIN``), at most
+        ``_DELIVER_BATCH``; return ``EVENTS`` as read after the last. A message arriving
+        meanwhile is given too: the ``EVENTS`` reads (and the receiver's own sends) may have
+        consumed the FD edge that would have reported it. Messages left over (or a
+        surprise: ``POLLIN`` with nothing to receive) are the pump's, after a schedule
+        point: it is woken if it waits on the FD, which may never fire for them."""
+        receiver = self._receiver
+        assert receiver is not None
+        get = self._get
+        self._delivering = True
+        try:
+            left = _DELIVER_BATCH
+            while True:
+                msgs: list[list[bytes]] = []
+                while left:
+                    try:
+                        msgs.append(self._recv_now())
+                    except _Again:
+                        break
+                    left -= 1
+                    if not get(_EVENTS) & _POLLIN:
+                        break
+                if msgs:
+                    receiver(msgs)
+                events = get(_EVENTS)
+                if not events & _POLLIN:
+                    return events
+                if not left or not msgs:
+                    self._backlog = True
+                    waiting = self._pump_wait
+                    if waiting is not None:
+                        waiting.cancel()
+                    return events & ~_POLLIN
+        finally:
+            self._delivering = False
 
     async def _pump(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         fd = self._fd
@@ -216,8 +299,16 @@ class TrioSocket:
         while not self._closed:
             # Drains the FD too: libzmq's signaler is read while processing commands.
             self._poll_events()
+            if self._backlog:
+                # Messages left for the receiver, and perhaps no FD edge to report them.
+                self._backlog = False
+                await _checkpoint()
+                continue
             try:
-                await wait_readable(fd)
+                # Cancelled by a ``_deliver`` elsewhere that left messages over.
+                with trio.CancelScope() as self._pump_wait:
+                    await wait_readable(fd)
+                self._pump_wait = None
             except trio.ClosedResourceError:
                 return
 
@@ -249,6 +340,8 @@ class TrioSocket:
         For batching in hot loops: call ``recv_multipart`` once, then drain with this.
         """
         self._check_open()
+        if self._receiver is not None:
+            raise RuntimeError("this socket's messages go to its receiver")
         if self._recv_cold and not self._poll_events(progress=False) & _POLLIN:
             return None  # see recv_multipart
         try:
@@ -266,6 +359,8 @@ class TrioSocket:
         await _checkpoint_if_cancelled()
         if self._closed:
             raise _closed_error()
+        if self._receiver is not None:
+            raise RuntimeError("this socket's messages go to its receiver")
         # If the previous receive on this socket found nothing queued (request/response
         # traffic), this one most likely will not either: ask EVENTS first. Reading it processes
         # libzmq's pending commands exactly as a failed NOBLOCK recv does, without the cost of
@@ -278,7 +373,12 @@ class TrioSocket:
             self._recv_cold = True
             return await self._recv_wait(must_poll=True)
         self._recv_cold = False
-        if self._recv_waiters.tasks or self._send_waiters.tasks or self._send_blocked.tasks:
+        if (
+            self._receiver is not None
+            or self._recv_waiters.tasks
+            or self._send_waiters.tasks
+            or self._send_blocked.tasks
+        ):
             self._poll_events()
         # A schedule point even on success, shielded: the message is off the socket now.
         await _cancel_shielded_checkpoint()
@@ -376,7 +476,12 @@ class TrioSocket:
             self._send_now(frames, copy)
         except _Again:
             return await self._send_wait(frames, copy)
-        if self._recv_waiters.tasks or self._send_waiters.tasks or self._send_blocked.tasks:
+        if (
+            self._receiver is not None
+            or self._recv_waiters.tasks
+            or self._send_waiters.tasks
+            or self._send_blocked.tasks
+        ):
             self._poll_events()
         # A schedule point even on success, shielded: the message has gone.
         await _cancel_shielded_checkpoint()
@@ -392,7 +497,12 @@ class TrioSocket:
             self._send(data, _NOBLOCK, True)
         except _Again:
             return await self._send_wait((data,), True)
-        if self._recv_waiters.tasks or self._send_waiters.tasks or self._send_blocked.tasks:
+        if (
+            self._receiver is not None
+            or self._recv_waiters.tasks
+            or self._send_waiters.tasks
+            or self._send_blocked.tasks
+        ):
             self._poll_events()
         await _cancel_shielded_checkpoint()
 

@@ -14,7 +14,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convergiod.actors.router.core import _Stream, _Watchdog
+from convergiod.actors.router.core import _Stream, _Watchdog, channel_deliver
 from convergiod.actors.router.messages import (
     Chat,
     Failed,
@@ -437,7 +437,7 @@ async def test_disconnect_after_a_burst_ends_with_an_error_and_keeps_the_text(
 
 async def test_sink_merges_runs_in_order() -> None:
     send, receive = trio.open_memory_channel[object](64)
-    sink = _Stream(send)
+    sink = _Stream(channel_deliver(send))
     sink.text("a")
     sink.text("b")
     sink.tool_delta(7, id="c1", name="f", arguments="")

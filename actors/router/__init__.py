@@ -17,6 +17,15 @@ run of fragments of one tool call; nothing is ever held back to wait for more. U
 ``client.open_chat(ref, tenant=..., request_id=..., messages=..., agent=..., model=...,
 tools=...)``, an async context manager yielding an async iterator of those events.
 
+Faster, for a caller that handles each event as it comes (the ``model.chat`` op does):
+``client.run_chat(ref, on_event, tenant=..., ...)`` takes an async callback and returns the
+terminal event. It runs the call on the caller's own task (``ask_now(ChatSlot())`` hands
+out a ``ChatLease``): no worker, no channel, no scheduler trip between a network read and
+the callback; cancelling the caller stops the upstream call. Past ``concurrency`` calls in
+flight (the bound both paths share) it goes through the mailbox instead. The usage ledger
+is written by a task of the actor after the call returns (``Actor.start_soon``), so the
+caller answers first; the budget counters are updated before it returns.
+
 Why a channel in the message: the caller's task and the router's worker run concurrently,
 so output reaches the caller the moment it arrives (one in-process channel hop, no
 serialisation), back-pressure is the channel's buffer, and closing the receive side cancels

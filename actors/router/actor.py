@@ -12,18 +12,19 @@ import trio
 
 from convergiod.actors.memory.messages import UsageQuery
 from convergiod.actors.router.catalog import Catalog
-from convergiod.actors.router.core import Router
+from convergiod.actors.router.core import ChatLease, Router
 from convergiod.actors.router.ledger import Ledger
 from convergiod.actors.router.messages import (
     BudgetSet,
     BudgetShow,
     Chat,
+    ChatSlot,
     ListModels,
     ModelInfo,
     ModelList,
 )
 from convergiod.config import RouterConfig
-from convergiod.runtime import Actor
+from convergiod.runtime import NOT_NOW, Actor
 from convergiod.service.reload import Reload
 
 log = logging.getLogger("convergiod.router")
@@ -37,8 +38,10 @@ __all__ = ["RouterActor"]
 class RouterActor(Actor):
     """Handles ``RouterMessage`` and ``UsageQuery`` (forwarded to the ledger).
 
-    A ``Chat`` occupies one worker for the length of the call, so ``concurrency`` bounds the
-    number of calls in flight; more wait in the mailbox (back-pressure).
+    A ``Chat`` occupies one worker for the length of the call. ``ask_now(ChatSlot())`` gives
+    a ``ChatLease`` to run a call on the asker's own task instead (no worker, no channel),
+    or ``NOT_NOW`` when ``concurrency`` calls are already in flight (then the ``Chat`` goes
+    through the mailbox and waits there: back-pressure). Both paths share the bound.
     """
 
     concurrency: ClassVar[int] = 512
@@ -65,9 +68,24 @@ class RouterActor(Actor):
                 ledger=Ledger(memory, batch_window=LEDGER_BATCH_WINDOW),
                 budget_store=self._budget_store,
                 publish=self._publish,
+                concurrency=self.concurrency,
             )
+        self.router.defer = self._defer
         default = self.router.catalog.default
         log.info("router ready: %d models, default %r", len(self.router.catalog.models), default)
+
+    def _defer(self, fn: Callable[[], Any]) -> bool:
+        return self.start_soon(fn)
+
+    def handle_now(self, msg: Any) -> Any:
+        router = self.router
+        if type(msg) is ChatSlot and router is not None:
+            try:
+                router.slots.acquire_nowait()
+            except trio.WouldBlock:
+                return NOT_NOW
+            return ChatLease(router)
+        return NOT_NOW
 
     async def _memory_ask(self, msg: Any) -> Any:
         return await self.ref("memory").ask(msg, timeout=10.0)
@@ -82,7 +100,15 @@ class RouterActor(Actor):
         router = self.router
         assert router is not None
         if type(msg) is Chat:
-            return await router.chat(msg)
+            slots = router.slots
+            try:
+                slots.acquire_nowait()
+            except trio.WouldBlock:
+                await slots.acquire()
+            try:
+                return await router.chat(msg)
+            finally:
+                slots.release()
         if isinstance(msg, ListModels):
             return await self._models(router, msg.probe)
         if isinstance(msg, BudgetShow):

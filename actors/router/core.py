@@ -19,6 +19,7 @@ The steps of ``Router.chat``:
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -56,7 +57,7 @@ from convergiod.config import RouterConfig
 
 log = logging.getLogger("convergiod.router")
 
-__all__ = ["Router", "estimate_prompt"]
+__all__ = ["ChatLease", "ClientGone", "Deliver", "Router", "channel_deliver", "estimate_prompt"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +83,41 @@ def estimate_prompt(chat: Chat) -> int:
     return total
 
 
-async def _deliver(out: trio.MemorySendChannel[Any], event: Any) -> None:
-    """Send ``event`` if the caller still listens; no trip through the scheduler while the
-    channel has room (the caller's receive is the checkpoint)."""
-    try:
-        out.send_nowait(event)
-    except trio.WouldBlock:
+#: Where a call's events go: awaited once per event; raises ``ClientGone`` when the caller
+#: has stopped listening (the upstream call then stops).
+Deliver = Callable[[Any], Awaitable[None]]
+
+
+def channel_deliver(out: trio.MemorySendChannel[Any]) -> Deliver:
+    """``Deliver`` into a Trio memory channel (the mailbox path, ``Chat.stream_to``). No trip
+    through the scheduler while the channel has room: the caller's receive is the
+    checkpoint."""
+    send_nowait = out.send_nowait
+
+    async def deliver(event: Any) -> None:
         try:
-            await out.send(event)
+            send_nowait(event)
+        except trio.WouldBlock:
+            try:
+                await out.send(event)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise ClientGone() from None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ClientGone() from None
+
+    return deliver
+
+
+async def _deliver_quietly(deliver: Deliver, event: Any) -> None:
+    """Deliver ``event`` if the caller still listens."""
+    try:
+        await deliver(event)
+    except ClientGone:
         pass
+
+
+#: Hands a coroutine function to some task to run later; False if it cannot.
+Defer = Callable[[Callable[[], Awaitable[None]]], bool]
 
 
 class ClientGone(Exception):
@@ -157,22 +181,25 @@ class _ToolAcc:
 
 class _Stream:
     """The ``Sink`` of one attempt: queues a batch of output, then forwards it to the
-    caller's channel (``flush``) merged — one ``TextDelta`` per run of text, one
+    caller (``flush``, through its ``Deliver``) merged — one ``TextDelta`` per run of text, one
     ``ToolCallDelta`` per run of fragments of one call — and keeps all of it."""
 
     __slots__ = (
+        "_flushed",
         "_pending",
         "_token",
+        "crowded",
+        "deliver",
         "order",
-        "out",
         "streamed",
         "text_parts",
         "tools",
         "watchdog",
     )
 
-    def __init__(self, out: trio.MemorySendChannel[Any]) -> None:
-        self.out = out
+    def __init__(self, deliver: Deliver, crowded: Callable[[], bool] = bool) -> None:
+        self.deliver = deliver
+        self.crowded = crowded
         self.watchdog: _Watchdog | None = None
         self.text_parts: list[str] = []
         self.tools: dict[int, _ToolAcc] = {}
@@ -182,19 +209,7 @@ class _Stream:
         # fragments of one tool call) or a ToolCallDone.
         self._pending: list[Any] = []
         self._token = False  # the queued output counts as a token for the watchdog
-
-    async def _send(self, event: Any) -> None:
-        # No scheduler trip per event while the buffer has room: the caller's receive
-        # that follows is the checkpoint.
-        try:
-            self.out.send_nowait(event)
-        except trio.WouldBlock:
-            try:
-                await self.out.send(event)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise ClientGone() from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise ClientGone() from None
+        self._flushed = False  # some output went out already
 
     def activity(self) -> None:
         if self.watchdog is not None:
@@ -244,15 +259,20 @@ class _Stream:
         call = ToolCall(id=acc.id, name=acc.name, arguments="".join(acc.arguments))
         self._pending.append(ToolCallDone(index=index, call=call))
 
+    def urgent(self) -> bool:
+        return not self._flushed and bool(self._pending)
+
     async def flush(self) -> None:
         pending = self._pending
         if not pending:
             return
         self._pending = []
+        self._flushed = True
         if self._token:
             self._token = False
             if self.watchdog is not None:
                 self.watchdog.token()
+        deliver = self.deliver
         for item in pending:
             kind = type(item)
             if kind is list:
@@ -266,7 +286,7 @@ class _Stream:
                 )
             else:
                 event = item
-            await self._send(event)
+            await deliver(event)
 
     def tool_calls(self) -> list[ToolCall]:
         return [
@@ -307,8 +327,18 @@ class Router:
         sleep: Callable[[float], Awaitable[None]] = trio.sleep,
         http: HttpClient | None = None,
         local: LocalEngine | None = None,
+        concurrency: int = 512,
+        defer: Defer | None = None,
     ) -> None:
         self.config = config
+        #: Calls in flight, on either path (``chat`` in a worker, ``chat_here`` on the
+        #: caller's task): at most ``concurrency``.
+        self.slots = trio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        #: Runs a coroutine function off the caller's path (a task of the actor,
+        #: ``Actor.start_soon``); False if it cannot. Without it ``chat_here`` writes the
+        #: usage before it returns (and a cancelled call's, to the in-process ledger).
+        self.defer = defer
         self.catalog = Catalog(config)
         self.http = http or HttpClient()
         self.local = local or LocalEngine(config.local)
@@ -326,6 +356,10 @@ class Router:
         self.clock = clock
         self.sleep = sleep
         self._providers: dict[str, Provider] = {}
+
+    def crowded(self) -> bool:
+        """Other calls are in flight (their tasks may be ready to run)."""
+        return self.slots.value < self._concurrency - 1
 
     def reconfigure(self, config: RouterConfig) -> None:
         """Take new settings (``daemon.reload``): calls in flight finish on the deployments
@@ -358,27 +392,54 @@ class Router:
     # ------------------------------------------------------------------ one call
 
     async def chat(self, chat: Chat) -> Terminal:
-        """Run ``chat``; its channel gets the events, then the terminal event, then closes."""
+        """Run ``chat``; its channel gets the events, then the terminal event, then closes.
+        The mailbox path: the caller's task reads the channel while a worker runs this."""
         out: trio.MemorySendChannel[Any] = chat.stream_to
         record: RecordUsage | None = None
         try:
-            terminal, record = await self._chat(chat, out)
-            await _deliver(out, terminal)
+            terminal, record = await self._chat(chat, channel_deliver(out))
+            await _deliver_quietly(channel_deliver(out), terminal)
         finally:
             out.close()
         if record is not None:
             await self._record(chat, record)
         return terminal
 
-    async def _record(self, chat: Chat, record: RecordUsage) -> None:
+    async def chat_here(self, chat: Chat, deliver: Deliver) -> Terminal:
+        """Run ``chat`` on the caller's task: ``deliver`` gets each event (not the terminal,
+        which is returned). No task, channel or scheduler trip between the network and the
+        caller. Cancelling the caller stops the upstream call; output already streamed is
+        still counted. The usage is written to the ledger after the return (``defer``), so
+        the caller answers first; the budget counters are updated before it returns."""
+        terminal, record = await self._chat(chat, deliver)
+        if record is not None and self.budgets.add(
+            chat.tenant, chat.agent, chat.request_id, record.cost
+        ):
+            write = functools.partial(self._write, chat, record)
+            if self.defer is None or not self.defer(write):
+                await write()
+        return terminal
+
+    def _record_abandoned(self, chat: Chat, record: RecordUsage) -> None:
+        """The usage of a call interrupted by an exception (cancelled) after output went
+        out: counted now, written off this (unwinding) path."""
         if not self.budgets.add(chat.tenant, chat.agent, chat.request_id, record.cost):
             return
+        write = functools.partial(self._write, chat, record)
+        # Nowhere to hand it (the actor is stopping): the in-process ledger keeps it.
+        if (self.defer is None or not self.defer(write)) and not self.ledger.local.record(record):
+            self.budgets.uncount(chat.tenant, chat.agent, record.cost)
+
+    async def _write(self, chat: Chat, record: RecordUsage) -> None:
         if not await self.ledger.record(record):
             self.budgets.uncount(chat.tenant, chat.agent, record.cost)
 
-    async def _chat(
-        self, chat: Chat, out: trio.MemorySendChannel[Any]
-    ) -> tuple[Terminal, RecordUsage | None]:
+    async def _record(self, chat: Chat, record: RecordUsage) -> None:
+        if not self.budgets.add(chat.tenant, chat.agent, chat.request_id, record.cost):
+            return
+        await self._write(chat, record)
+
+    async def _chat(self, chat: Chat, deliver: Deliver) -> tuple[Terminal, RecordUsage | None]:
         target = self.catalog.target(chat.model, chat.agent)
         try:
             candidates, is_group = self.catalog.resolve(target)
@@ -415,12 +476,12 @@ class Router:
                     message=f"the prompt's estimated cost {cost:.4f} exceeds the remaining "
                     f"budget {decision.remaining:.4f} ({decision.scope})",
                 ), None
-        return await self._attempts(chat, out, fitting, estimate, downgraded)
+        return await self._attempts(chat, deliver, fitting, estimate, downgraded)
 
     async def _attempts(
         self,
         chat: Chat,
-        out: trio.MemorySendChannel[Any],
+        deliver: Deliver,
         deployments: list[Deployment],
         estimate: int,
         downgraded: bool,
@@ -436,7 +497,7 @@ class Router:
                 continue
             for attempt in range(self.config.max_retries + 1):
                 attempts += 1
-                sink = _Stream(out)
+                sink = _Stream(deliver, self.crowded)
                 try:
                     outcome = await self._attempt(dep, chat, sink, estimate)
                 except ClientGone:
@@ -465,9 +526,20 @@ class Router:
                         break
                     await self.sleep(self.backoff.delay(attempt, exc.retry_after))
                     continue
+                except BaseException:
+                    if sink.streamed:
+                        # Cancelled (or the caller's ``deliver`` failed) after output went
+                        # out: the tokens were spent all the same.
+                        _, record = self._usage_record(chat, dep, sink, None, estimate)
+                        self._record_abandoned(chat, record)
+                    raise
                 self.cooldowns.succeeded(dep.name)
                 usage, record = self._usage_record(chat, dep, sink, outcome, estimate)
-                await _deliver(out, usage)
+                try:
+                    await _deliver_quietly(deliver, usage)
+                except BaseException:
+                    self._record_abandoned(chat, record)
+                    raise
                 result = ChatResult(
                     model=dep.name,
                     provider=dep.provider,
@@ -542,3 +614,24 @@ class Router:
             time=self.clock(),
         )
         return usage, record
+
+
+class ChatLease:
+    """One call's place among the router's ``concurrency`` (``ask_now(ChatSlot())``): run
+    it at once with ``run``, exactly once; the place is given back when ``run`` ends."""
+
+    __slots__ = ("_router",)
+
+    def __init__(self, router: Router) -> None:
+        self._router: Router | None = router
+
+    async def run(self, chat: Chat, deliver: Deliver) -> Terminal:
+        """``Router.chat_here`` on the caller's task (``chat.stream_to`` is not used)."""
+        router = self._router
+        if router is None:
+            raise RuntimeError("a ChatLease runs one call")
+        self._router = None
+        try:
+            return await router.chat_here(chat, deliver)
+        finally:
+            router.slots.release()

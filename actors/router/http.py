@@ -21,6 +21,7 @@ wrap the body reads in cancel scopes).
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
 from collections.abc import AsyncIterator
@@ -45,13 +46,31 @@ class ProtocolError(Exception):
 
 
 class _Conn:
-    __slots__ = ("_recv", "stream")
+    __slots__ = ("_fd", "_recv", "stream")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         # Plain TCP: read the Trio socket itself, without SocketStream's per-call context
         # managers (one reader per connection: nothing for its conflict check to catch).
-        self._recv = stream.socket.recv if type(stream) is trio.SocketStream else None
+        self._recv = None
+        self._fd = -1
+        if type(stream) is trio.SocketStream:
+            self._recv = stream.socket.recv
+            self._fd = stream.socket.fileno()
+
+    def receive_nowait(self) -> bytes | None:
+        """What the socket holds now, without waiting: bytes, ``b""`` at the end of the
+        stream, or ``None`` if nothing has arrived (or the stream cannot tell: TLS)."""
+        if self._fd < 0:
+            return None
+        try:
+            # Trio's sockets are non-blocking; reading one directly is safe while no task
+            # waits on it (one reader per connection).
+            return os.read(self._fd, READ_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise ProtocolError(f"connection lost: {exc}") from None
 
     async def receive(self) -> bytes:
         try:
@@ -176,6 +195,45 @@ class Response:
                     return buf
                 self.complete = True
         return b""
+
+    def receive_nowait(self) -> bytes | None:
+        """More of the body only if it has already arrived (never waits): a piece, or
+        ``None`` when nothing more is here yet (or the body is complete; see ``receive``).
+        Lets a reader merge what arrived while it was busy with the previous piece."""
+        if self.complete:
+            return None
+        framing = self._framing
+        if framing == "chunked":
+            out = self._dechunk()
+            if out or self.complete:
+                return out or None
+            data = self._conn.receive_nowait()
+            if not data:
+                return None  # nothing yet, or the end: ``receive`` reports it
+            self._buf += data
+            return self._dechunk() or None
+        if self._buf:
+            return None  # ``receive`` hands out buffered bytes (with the length checks)
+        if framing == "length" and self._left == 0:
+            return None
+        data = self._conn.receive_nowait()
+        if not data:
+            return None
+        if framing == "length":
+            self._buf = data
+            return self._take_length()
+        return data
+
+    def _take_length(self) -> bytes:
+        buf, self._buf = self._buf, b""
+        left = self._left
+        if len(buf) > left:
+            self.reusable = False  # bytes after the body: do not trust the rest
+            buf = buf[:left]
+        self._left = left = left - len(buf)
+        if left == 0:
+            self.complete = True
+        return buf
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         """The body as it arrives: one piece per socket read."""

@@ -144,6 +144,12 @@ class Chat(msgspec.Struct, kw_only=True):
     task: str | None = None
 
 
+class ChatSlot(msgspec.Struct, frozen=True):
+    """``ask_now`` only: a ``ChatLease`` (``convergiod.actors.router.core``) to run one call
+    on the asker's task, or ``NOT_NOW`` when the router is at its concurrency (then send a
+    ``Chat``). Use ``client.run_chat``, which does both."""
+
+
 class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     provider: str

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, cast
 
@@ -16,38 +17,44 @@ if TYPE_CHECKING:
     from convergiod.gateway import RequestContext
 
 
+def _request_id() -> str:
+    """A fresh id for the usage ledger: random, unique in practice (like ``uuid4().hex``)."""
+    return os.urandom(16).hex()
+
+
 async def serve_chat(
     daemon: Daemon, ctx: RequestContext, op: protocol.ModelChat
 ) -> protocol.ChatReply:
-    import uuid
-
-    from convergiod.actors.router.client import open_chat
+    from convergiod.actors.router.client import run_chat
     from convergiod.actors.router.messages import Failed, Message, TextDelta
     from convergiod.errors import OpError
 
     assert daemon.system is not None
     agent = op.agent
-    async with open_chat(
+    emit = ctx.emit
+    token = protocol.TokenDelta
+
+    async def on_event(event: object) -> None:
+        # Deltas that arrived together come as one TextDelta: one frame.
+        if type(event) is TextDelta:
+            await emit(token(text=event.text, agent=agent))
+
+    terminal = await run_chat(
         daemon.system.ref("router"),
+        on_event,
         tenant=ctx.caller.tenant,
-        request_id=uuid.uuid4().hex,
+        request_id=_request_id(),
         messages=[Message(role=m.role, content=m.content) for m in op.messages],
         agent=agent,
         model=op.model,
         max_tokens=op.max_tokens,
         temperature=op.temperature,
-    ) as events:
-        emit = ctx.emit
-        async for event in events:
-            if type(event) is TextDelta:
-                # Deltas that arrived together go out as one frame.
-                text = event.text + events.take_text()
-                await emit(protocol.TokenDelta(text=text, agent=agent))
-    terminal = events.terminal
-    if isinstance(terminal, Failed) or terminal is None:
-        failed = terminal or Failed(code="internal", message="no answer")
+    )
+    if isinstance(terminal, Failed):
         raise OpError(
-            cast(protocol.ErrorCode, failed.code), failed.message, retry_after=failed.retry_after
+            cast(protocol.ErrorCode, terminal.code),
+            terminal.message,
+            retry_after=terminal.retry_after,
         )
     r = terminal.result
     return protocol.ChatReply(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -70,6 +71,17 @@ class Actor:
         """
         if self._cell is not None:
             self._cell.request_self_stop(self)
+
+    def start_soon(self, fn: Callable[..., Awaitable[object]], *args: Any) -> bool:
+        """Run ``fn(*args)`` in a task of this instance, beside its workers: work that must
+        not hold up whoever triggered it (usage written after the answer went out). An
+        orderly stop waits for it (within the shutdown timeout); a crash cancels it; an
+        exception from it crashes the actor, as from ``handle``. Callable from any task of
+        the Trio run (``handle_now`` included); ``False`` if the instance is not running
+        (starting, stopping or gone), and then nothing runs."""
+        if self._cell is None:
+            return False
+        return self._cell.start_soon(self, fn, args)
 
     def ref(self, name: str) -> ActorRef:
         """Shortcut for ``self.system.ref(name)``."""

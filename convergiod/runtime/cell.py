@@ -39,6 +39,7 @@ class ActorCell(Node):
         self.mailbox = Mailbox(spec.name, spec.mailbox_size)
         self.handled = 0
         self.instance: Actor | None = None
+        self._tasks: trio.Nursery | None = None  # the running instance's worker nursery
 
     def request_self_stop(self, instance: Actor) -> None:
         """``Actor.stop()``: a normal exit of the current instance."""
@@ -87,6 +88,8 @@ class ActorCell(Node):
                     async with trio.open_nursery() as workers:
                         for i in range(max(1, instance.concurrency)):
                             workers.start_soon(self._worker, instance, name=f"{self.name}#{i}")
+                        self._tasks = workers
+                    self._tasks = None
                 if self._exit is None:
                     try:
                         await instance.stopping()
@@ -101,8 +104,28 @@ class ActorCell(Node):
             outer_cancel = True
             raise
         finally:
+            self._tasks = None
             self.instance = None
             self._finish(post=not outer_cancel)
+
+    def start_soon(self, instance: Actor, fn: Callable[..., Any], args: tuple[Any, ...]) -> bool:
+        """``Actor.start_soon``."""
+        tasks = self._tasks
+        if tasks is None or instance is not self.instance or self._stop_requested:
+            return False
+        tasks.start_soon(self._side_task, instance, fn, args)
+        return True
+
+    async def _side_task(
+        self, instance: Actor, fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> None:
+        try:
+            await fn(*args)
+        except Exception as exc:
+            if instance is self.instance:
+                self.crash(exc)
+            else:
+                logger.exception("actor %r: a task of a former instance raised", self.name)
 
     async def _worker(self, instance: Actor) -> None:
         mailbox = self.mailbox

@@ -35,7 +35,9 @@ class Sink(Protocol):
     arrived together (one network read, one generated token), so text that arrived together
     reaches the caller as one ``TextDelta`` and consecutive fragments of one tool call as one
     ``ToolCallDelta``. It never holds back output to wait for more: every batch is flushed
-    before the next read, and before a failure is raised.
+    before the next wait for the network, and before a failure is raised. (Bytes that have
+    already arrived while the previous batch was being handled join it: they are read
+    without waiting; ``urgent`` says when not to, because the caller has had nothing yet.)
     """
 
     def activity(self) -> None:
@@ -46,6 +48,17 @@ class Sink(Protocol):
     def tool_delta(self, key: int, *, id: str | None, name: str | None, arguments: str) -> None: ...
 
     def tool_done(self, key: int) -> None: ...
+
+    def urgent(self) -> bool:
+        """Output is queued and none has gone out yet (the first token): flush it now,
+        without first taking what else has already arrived."""
+        ...
+
+    def crowded(self) -> bool:
+        """Other calls are in flight: before flushing, let their tasks run once (no waiting
+        on the clock) and take what arrived meanwhile: under load one frame carries what
+        one frame per read would have, at the cost of no latency when alone."""
+        ...
 
     async def flush(self) -> None: ...
 

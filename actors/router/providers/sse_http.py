@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import msgspec
+import trio
 
 from convergiod.actors.router.http import ConnectError, HttpClient, ProtocolError
 from convergiod.actors.router.reliability import ProviderError, parse_retry_after
@@ -19,6 +20,12 @@ _encode = msgspec.json.encode
 
 OnEvent = Callable[[str, str], bool]
 
+#: Reads merged into one batch at most (all without waiting), so a stream that arrives
+#: faster than it is handled still goes out in bounded steps.
+_MERGE_READS = 16
+
+cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
+
 
 async def post_sse(
     client: HttpClient,
@@ -31,9 +38,10 @@ async def post_sse(
     on_event: OnEvent,
 ) -> None:
     """Stream the response's events into ``on_event`` until it returns True or the body
-    ends. ``on_event`` queues output on ``sink``; the output of one network read is flushed
-    together, before the next read (and before a failure propagates). HTTP errors and broken
-    streams become ``ProviderError``."""
+    ends. ``on_event`` queues output on ``sink``; the output of one network read — and of
+    the bytes that had arrived meanwhile, read without waiting — is flushed together,
+    before the next wait (and before a failure propagates). HTTP errors and broken streams
+    become ``ProviderError``."""
     try:
         async with client.request(
             "POST",
@@ -59,14 +67,37 @@ async def post_sse(
             flush = sink.flush
             activity = sink.activity
             receive = response.receive
+            receive_nowait = response.receive_nowait
+            urgent = sink.urgent
+            crowded = sink.crowded
             while chunk := await receive():
                 activity()
                 done = False
                 try:
-                    for event, data in feed(chunk):
-                        if on_event(event, data):
-                            done = True
+                    merged = 0
+                    yielded = False
+                    while True:
+                        for event, data in feed(chunk):
+                            if on_event(event, data):
+                                done = True
+                                break
+                        # What arrived while this was handled goes out with it (one
+                        # frame to the caller, not one per read), unless the caller has
+                        # had nothing yet.
+                        if done or merged == _MERGE_READS or urgent():
                             break
+                        more = receive_nowait()
+                        if more is None:
+                            if yielded or not crowded():
+                                break
+                            # Other calls' tasks go first; what arrives meanwhile joins.
+                            yielded = True
+                            await cancel_shielded_checkpoint()
+                            more = receive_nowait()
+                            if more is None:
+                                break
+                        chunk = more
+                        merged += 1
                 except ProviderError:
                     await flush()  # what came before the failure still goes out
                     raise
