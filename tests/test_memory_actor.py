@@ -517,3 +517,118 @@ async def test_a_bug_after_a_deferred_commit_crashes_the_actor_like_handle(
                 except Exception:
                     await trio.sleep(0.05)
         assert any(h.fact.text == "committed, then the index fails" for h in hits)
+
+
+# ----------------------------------------------------------------------------- writes with no task
+
+
+async def test_writes_asked_now_commit_in_the_order_they_were_submitted(tmp_path: Path) -> None:
+    """The orchestrator's path: a task's record, then its checkpoints, submitted in one go
+    with ``ask_now``; each answer comes after its COMMIT, and a write submitted after
+    another never commits before it (the checkpoint needs the task's row)."""
+    from convergiod.actors.memory import asks
+    from convergiod.runtime import NOT_NOW, Pending
+
+    async with memory(tmp_path) as mem:
+        task = m.SaveTask(tenant="a", task="t1", status="running", request="r", agent="c")
+        assert mem.ask_now(task) is NOT_NOW  # the tenant's database is not open yet
+        await mem.ask(task)
+        pendings = [
+            mem.ask_now(
+                m.SaveTask(tenant="a", task="t2", status="running", request="q", agent="c")
+            ),
+            mem.ask_now(m.AppendMessage(tenant="a", conversation="c1", role="user", content="q")),
+            mem.ask_now(
+                m.SaveSteps(
+                    tenant="a", task="t2", steps=[("s1", "model", b"1"), ("s2", "tool", b"2")]
+                )
+            ),
+            mem.ask_now(m.SaveStep(tenant="a", task="t2", step="s3", kind="tool", payload=b"3")),
+            mem.ask_now(
+                m.RecordUsage(tenant="a", request_id="r1", model="x", provider="p", cost=0.5)
+            ),
+        ]
+        assert all(type(p) is Pending for p in pendings)
+        answers = [await asks.settle(p) for p in pendings]
+        assert answers[0] is None and isinstance(answers[1], int)
+        assert answers[2:] == [[True, True], True, True]
+        record = await mem.ask(m.LoadTask(tenant="a", task="t2"))
+        assert record.steps == [("s1", "model", b"1"), ("s2", "tool", b"2"), ("s3", "tool", b"3")]
+        history = await mem.ask(m.History(tenant="a", conversation="c1"))
+        assert [h.content for h in history] == ["q"]
+        assert await mem.ask(m.Spent(tenant="a", since=0.0)) == 0.5
+        # Saving a step again keeps the first; one batch is all or none.
+        again = m.SaveSteps(
+            tenant="a", task="t2", steps=[("s2", "tool", b"x"), ("s4", "final", b"4")]
+        )
+        assert await asks.ask(mem, again) == [False, True]
+        record = await mem.ask(m.LoadTask(tenant="a", task="t2"))
+        assert [s[2] for s in record.steps] == [b"1", b"2", b"3", b"4"]
+        with pytest.raises(OpError) as info:
+            await asks.ask(mem, m.SaveSteps(tenant="a", task="nope", steps=[("s", "tool", b"")]))
+        assert info.value.code == "not_found"
+        with pytest.raises(OpError) as info:  # refused before anything is submitted
+            mem.ask_now(m.SaveSteps(tenant="a", task="t2", steps=[("s" * 201, "tool", b"")]))
+        assert info.value.code == "bad_request"
+        assert await code_of(mem, m.SaveSteps(tenant="a", task="t2", steps=[])) == "bad_request"
+
+
+async def test_a_cancelled_wait_does_not_withdraw_the_write(tmp_path: Path) -> None:
+    from convergiod.actors.memory import asks
+
+    async with memory(tmp_path) as mem:
+        await mem.ask(m.SaveTask(tenant="a", task="t1", status="running", request="r", agent="c"))
+        msg = m.SaveStep(tenant="a", task="t1", step="s1", kind="model", payload=b"1")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await asks.ask(mem, msg)
+        # Submitted after it, so committed after it.
+        later = m.SaveStep(tenant="a", task="t1", step="s2", kind="tool", payload=b"2")
+        assert await asks.ask(mem, later) is True
+        record = await mem.ask(m.LoadTask(tenant="a", task="t1"))
+        assert [s[0] for s in record.steps] == ["s1", "s2"]
+
+
+async def test_a_search_of_a_tenant_without_facts_is_answered_at_once(tmp_path: Path) -> None:
+    from convergiod.runtime import NOT_NOW
+
+    async with memory(tmp_path) as mem:
+        search = m.Search(tenant="a", query="anything")
+        assert await mem.ask(search) == []  # opens the database
+        assert mem.ask_now(search) == []
+        with pytest.raises(OpError) as info:
+            mem.ask_now(m.Search(tenant="a", query="x", limit=0))
+        assert info.value.code == "bad_request"
+        await mem.ask(m.Remember(tenant="a", text="now there is a fact"))
+        assert mem.ask_now(search) is NOT_NOW  # a real search reads: through the mailbox
+
+
+async def test_a_task_record_with_its_message_is_one_write(tmp_path: Path) -> None:
+    from convergiod.actors.memory import asks
+
+    async with memory(tmp_path) as mem:
+        await mem.ask(m.Stats(tenant="a"))  # opens the database: the next writes go at once
+        said = m.AppendMessage(tenant="a", conversation="c1", role="user", content="hello")
+        task = m.SaveTask(
+            tenant="a", task="t1", status="running", request="hello", agent="c", message=said
+        )
+        assert await asks.ask(mem, task) is None
+        assert (await mem.ask(m.LoadTask(tenant="a", task="t1"))).status == "running"
+        history = await mem.ask(m.History(tenant="a", conversation="c1"))
+        assert [(h.role, h.content) for h in history] == [("user", "hello")]
+        # Both or neither: a message that cannot be appended leaves the task as it was.
+        orphan = m.AppendMessage(
+            tenant="a", conversation="c1", role="assistant", content="x", parent=10**6
+        )
+        done = m.SaveTask(
+            tenant="a", task="t1", status="done", request="hello", agent="c", message=orphan
+        )
+        with pytest.raises(OpError) as info:
+            await asks.ask(mem, done)
+        assert info.value.code == "not_found"
+        assert (await mem.ask(m.LoadTask(tenant="a", task="t1"))).status == "running"
+        other = m.AppendMessage(tenant="b", conversation="c1", role="user", content="x")
+        wrong = m.SaveTask(
+            tenant="a", task="t2", status="running", request="x", agent="c", message=other
+        )
+        assert await code_of(mem, wrong) == "bad_request"

@@ -4,6 +4,11 @@ Other actors talk to it with the messages in ``convergiod.actors.memory.messages
 
     fact = await system.ref("memory").ask(Remember(tenant="local", text="the sky is blue"))
     hits = await system.ref("memory").ask(Search(tenant="local", query="sky colour"))
+
+Writes (a fact, a conversation message, a usage record, a task record or checkpoint) can
+also skip the actor's mailbox and tasks: ``asks.ask(ref, msg)`` submits them to the group
+commit at once and waits for their COMMIT (``MemoryActor.handle_now``); writes submitted
+one after the other commit in that order.
 """
 
 from __future__ import annotations

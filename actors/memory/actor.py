@@ -85,12 +85,23 @@ class MemoryActor(Actor):
             m.RememberApproval: self._remember_approval,
             m.SaveTask: self._save_task,
             m.SaveStep: self._save_step,
+            m.SaveSteps: self._save_steps,
             m.LoadTask: self._load_task,
             m.ListTasks: self._list_tasks,
             m.Stats: self._stats,
             m.Export: self._export,
             m.Import: self._import,
             m.Backup: self._backup,
+        }
+        #: Writes that ``handle_now`` submits to the group commit with no task: each makes
+        #: the arguments of ``TenantDB.write`` (after checking the message).
+        self._writes: dict[type, Callable[[TenantDB, Any], dict[str, Any]]] = {
+            m.Remember: self._remember_write,
+            m.AppendMessage: self._append_message_write,
+            m.RecordUsage: self._record_usage_write,
+            m.SaveTask: self._save_task_write,
+            m.SaveStep: self._save_step_write,
+            m.SaveSteps: self._save_steps_write,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -153,16 +164,29 @@ class MemoryActor(Actor):
     # ------------------------------------------------------------------ facts
 
     def handle_now(self, msg: Any) -> Any:
-        """A fact to remember in a tenant whose database is open: submitted to the group
-        commit at once, answered by a ``Pending`` resolved after the commit (no task waits
-        for it). Everything else goes through the mailbox."""
-        if type(msg) is m.Remember and msg.supersedes is None:
-            db = self._tenants.get(msg.tenant)
-            if db is not None and db.broken is None:
-                pending = db.write_later(**self._remember_write(db, msg))
-                pending.on_done(self._crash_on_bug)
-                return pending
-        return NOT_NOW
+        """In a tenant whose database is open: a write (a fact to remember without
+        ``supersedes``, a conversation message, a usage record, a task record or
+        checkpoint) is submitted to the group commit at once and answered by a ``Pending``
+        resolved after the COMMIT (no task waits for it); a search of a tenant that has no
+        facts is answered at once (nothing to read). Everything else goes through the
+        mailbox."""
+        kind = type(msg)
+        make = self._writes.get(kind)
+        if make is None and kind is not m.Search:
+            return NOT_NOW
+        db = self._tenants.get(msg.tenant)
+        if db is None or db.broken is not None:
+            return NOT_NOW
+        if make is not None:
+            if kind is m.Remember and msg.supersedes is not None:
+                return NOT_NOW
+            pending = db.write_later(**make(db, msg))
+            pending.on_done(self._crash_on_bug)
+            return pending
+        if len(db.index):
+            return NOT_NOW
+        self._check_search(msg)
+        return []
 
     def _crash_on_bug(self, result: outcome.Outcome[Any]) -> None:
         """A deferred write that failed with anything but an expected error (a bug, e.g.
@@ -208,9 +232,15 @@ class MemoryActor(Actor):
             lambda con, post: facts.forget(con, post, msg.id, db.index), atomic=True
         )
 
-    async def _search(self, db: TenantDB, msg: m.Search) -> list[m.Hit]:
+    def _check_search(self, msg: m.Search) -> None:
         _check_text(msg.query, "query", self.config.max_fact_bytes)
         _check_limit(msg.limit)
+
+    async def _search(self, db: TenantDB, msg: m.Search) -> list[m.Hit]:
+        self._check_search(msg)
+        total = len(db.index)
+        if not total:  # no facts at all (every fact is in the index): nothing to read
+            return []
         filt = facts.Filter(
             at=self.clock() if msg.at is None else msg.at,
             kind=msg.kind,
@@ -218,9 +248,7 @@ class MemoryActor(Actor):
         )
         n = 2 * max(msg.limit, 10)
         words = facts.query_words(msg.query)
-        total, last_id = len(db.index), db.index.last_id
-        if not total:  # no facts at all (every fact is in the index): nothing to read
-            return []
+        last_id = db.index.last_id
         snapshot = db.index.snapshot()
         dim = db.index.dim
         min_similarity = self.config.min_similarity
@@ -269,12 +297,19 @@ class MemoryActor(Actor):
 
     # ------------------------------------------------------------------ conversations
 
-    async def _append_message(self, db: TenantDB, msg: m.AppendMessage) -> int:
+    def _check_message(self, msg: m.AppendMessage) -> None:
         _check_label(msg.conversation, "conversation")
         if msg.tokens < 0 or msg.cost < 0:
             raise OpError("bad_request", "tokens and cost must not be negative")
+
+    def _append_message_write(self, db: TenantDB, msg: m.AppendMessage) -> dict[str, Any]:
+        self._check_message(msg)
         now = self.clock()
-        return await db.write(lambda con, post: ledger.append_message(con, post, msg, now))
+        return {"fn": lambda con, post: ledger.append_message(con, post, msg, now)}
+
+    async def _append_message(self, db: TenantDB, msg: m.AppendMessage) -> int:
+        answer: int = await db.write(**self._append_message_write(db, msg))
+        return answer
 
     async def _history(self, db: TenantDB, msg: m.History) -> list[m.StoredMessage]:
         _check_limit(msg.limit)
@@ -282,10 +317,15 @@ class MemoryActor(Actor):
 
     # ------------------------------------------------------------------ usage
 
-    async def _record_usage(self, db: TenantDB, msg: m.RecordUsage) -> bool:
+    def _record_usage_write(self, db: TenantDB, msg: m.RecordUsage) -> dict[str, Any]:
         _check_label(msg.request_id, "request_id")
         now = self.clock()
-        return await db.write(lambda con, post: ledger.record_usage(con, post, msg, now))
+        # One statement: atomic, no savepoint of its own.
+        return {"fn": lambda con, post: ledger.record_usage(con, post, msg, now), "atomic": True}
+
+    async def _record_usage(self, db: TenantDB, msg: m.RecordUsage) -> bool:
+        answer: bool = await db.write(**self._record_usage_write(db, msg))
+        return answer
 
     async def _usage(self, db: TenantDB, msg: m.UsageQuery) -> list[m.UsageRow]:
         return await db.read(ledger.usage, msg.by, msg.since)
@@ -306,15 +346,46 @@ class MemoryActor(Actor):
 
     # ------------------------------------------------------------------ tasks
 
-    async def _save_task(self, db: TenantDB, msg: m.SaveTask) -> None:
+    def _save_task_write(self, db: TenantDB, msg: m.SaveTask) -> dict[str, Any]:
         _check_label(msg.task, "task")
         now = self.clock()
-        await db.write(lambda con, post: ledger.save_task(con, post, msg, now))
+        message = msg.message
+        if message is None:
+            # One statement: atomic, no savepoint of its own.
+            return {"fn": lambda con, post: ledger.save_task(con, post, msg, now), "atomic": True}
+        if message.tenant != msg.tenant:
+            raise OpError("bad_request", "a task's message must be of the task's tenant")
+        self._check_message(message)
 
-    async def _save_step(self, db: TenantDB, msg: m.SaveStep) -> bool:
+        def both(con: apsw.Connection, post: Any) -> None:
+            ledger.save_task(con, post, msg, now)
+            ledger.append_message(con, post, message, now)
+
+        return {"fn": both}
+
+    async def _save_task(self, db: TenantDB, msg: m.SaveTask) -> None:
+        await db.write(**self._save_task_write(db, msg))
+
+    def _save_step_write(self, db: TenantDB, msg: m.SaveStep) -> dict[str, Any]:
         _check_label(msg.step, "step")
         now = self.clock()
-        return await db.write(lambda con, post: ledger.save_step(con, post, msg, now))
+        return {"fn": lambda con, post: ledger.save_step(con, post, msg, now)}
+
+    async def _save_step(self, db: TenantDB, msg: m.SaveStep) -> bool:
+        answer: bool = await db.write(**self._save_step_write(db, msg))
+        return answer
+
+    def _save_steps_write(self, db: TenantDB, msg: m.SaveSteps) -> dict[str, Any]:
+        if not msg.steps:
+            raise OpError("bad_request", "no steps to save")
+        for step, _, _ in msg.steps:
+            _check_label(step, "step")
+        now = self.clock()
+        return {"fn": lambda con, post: ledger.save_steps(con, post, msg, now)}
+
+    async def _save_steps(self, db: TenantDB, msg: m.SaveSteps) -> list[bool]:
+        answer: list[bool] = await db.write(**self._save_steps_write(db, msg))
+        return answer
 
     async def _load_task(self, db: TenantDB, msg: m.LoadTask) -> m.TaskRecord:
         return await db.read(ledger.load_task, msg.task)

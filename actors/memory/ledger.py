@@ -178,6 +178,25 @@ def save_step(con: apsw.Connection, post: Post, msg: m.SaveStep, now: float) -> 
     return saved
 
 
+def save_steps(con: apsw.Connection, post: Post, msg: m.SaveSteps, now: float) -> list[bool]:
+    """``save_step`` for each of ``msg.steps``, in order, with one check of the task and
+    one update of its time."""
+    if con.execute("SELECT 1 FROM tasks WHERE task = ?", (msg.task,)).fetchone() is None:
+        raise OpError("not_found", f"task {msg.task!r} does not exist")
+    saved: list[bool] = []
+    for step, kind, payload in msg.steps:
+        con.execute(
+            "INSERT INTO task_steps (task, seq, step, kind, payload, created)"
+            " SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ?, ? FROM task_steps WHERE task = ?"
+            " ON CONFLICT (task, step) DO NOTHING",
+            (msg.task, step, kind, payload, now, msg.task),
+        )
+        saved.append(con.changes() > 0)
+    if any(saved):
+        con.execute("UPDATE tasks SET updated = ? WHERE task = ?", (now, msg.task))
+    return saved
+
+
 _TASK_COLUMNS = "task, status, request, agent, conversation, result, created, updated"
 
 

@@ -165,7 +165,8 @@ class RememberApproval(_Msg):
 
 class SaveTask(_Msg):
     """Create or update a task record (status: running, done, failed, interrupted, cancelled);
-    answered with None."""
+    answered with None. With ``message`` (of the same tenant), that message is appended to
+    its conversation in the same write: both or neither."""
 
     task: str
     status: str
@@ -173,6 +174,7 @@ class SaveTask(_Msg):
     agent: str
     conversation: str | None = None
     result: str | None = None
+    message: AppendMessage | None = None
 
 
 class SaveStep(_Msg):
@@ -183,6 +185,14 @@ class SaveStep(_Msg):
     step: str
     kind: Literal["model", "tool", "delegation", "final"]
     payload: bytes
+
+
+class SaveSteps(_Msg):
+    """Checkpoint several completed steps of a task at once, in order (one write: all or
+    none), with ``SaveStep``'s rule for a step saved twice. Answered with ``list[bool]``."""
+
+    task: str
+    steps: list[tuple[str, Literal["model", "tool", "delegation", "final"], bytes]]
 
 
 class TaskRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -278,6 +288,7 @@ MemoryMessage = (
     | RememberApproval
     | SaveTask
     | SaveStep
+    | SaveSteps
     | LoadTask
     | ListTasks
     | Stats

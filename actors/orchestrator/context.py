@@ -17,7 +17,7 @@ from convergiod.actors.memory import messages as mem
 from convergiod.actors.router import messages as rt
 from convergiod.config import OrchestratorConfig
 from convergiod.errors import OpError
-from convergiod.runtime import ActorRef
+from convergiod.runtime import NOT_NOW, ActorRef
 
 log = logging.getLogger("convergiod.orchestrator")
 
@@ -49,9 +49,16 @@ async def build(
 
     searches: list[tuple[str, Any]] = []
     if config.memory_facts:
-        searches.append(
-            ("facts", mem.Search(tenant=tenant, query=prompt, limit=config.memory_facts))
-        )
+        search = mem.Search(tenant=tenant, query=prompt, limit=config.memory_facts)
+        try:
+            # Answered at once when the tenant has no facts (nothing to read).
+            answer = memory.ask_now(search)
+        except OpError:
+            answer = NOT_NOW  # the mailbox path logs it
+        if answer is NOT_NOW:
+            searches.append(("facts", search))
+        else:
+            found["facts"] = answer
     if history and config.history_messages:
         searches.append(
             (

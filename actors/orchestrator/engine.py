@@ -26,8 +26,17 @@ What waits for a checkpoint's COMMIT (an fsync), and what does not:
   without waiting: the agent's next model call runs meanwhile; after a crash the turn is
   asked again and its reads run again, which is harmless;
 - a final turn is not checkpointed: on resume it is simply asked again;
-- no checkpoint is written before the task's own record is committed (``recorded``), and
-  ``run`` returns only when every checkpoint is committed.
+- no checkpoint commits before the task's own record (``recorded``), and
+  ``run`` returns only when every checkpoint is committed (with a nursery of the caller's,
+  ``settle`` waits for them).
+
+A checkpoint is one write to memory (``SaveSteps``: a turn and its results together) that
+the memory actor takes with no task of its own (``handle_now``): it joins the group commit
+at once, and waiting for it (``_flush``) parks no task but the agent's. Writes reach the
+tenant's writer in the order they are made, so a checkpoint made after the task's record
+was submitted commits after it: ``recorded`` is set as soon as the record is submitted.
+When the memory actor cannot take a write at once (its tenant database is not open yet, or
+it is restarting), a task of the nursery writes it through the mailbox.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ import msgspec
 import trio
 
 from convergiod import protocol
+from convergiod.actors.memory import asks
 from convergiod.actors.memory import messages as mem
 from convergiod.actors.orchestrator.agents import AgentDef, AgentSet
 from convergiod.actors.router import messages as rt
@@ -51,7 +61,7 @@ from convergiod.actors.router.client import open_chat
 from convergiod.actors.tool import messages as tl
 from convergiod.config import OrchestratorConfig
 from convergiod.errors import OpError
-from convergiod.runtime import ActorSystem
+from convergiod.runtime import NOT_NOW, ActorSystem, Pending
 
 log = logging.getLogger("convergiod.orchestrator")
 
@@ -129,15 +139,19 @@ class TaskRun:
     usage: dict[str, _Usage] = field(default_factory=dict)
     steps: int = 0
     replayed: int = 0
-    _limiter: trio.CapacityLimiter = field(init=False)
+    _limiter: trio.CapacityLimiter | None = None
     _notified: set[str] = field(default_factory=set)
     _nursery: trio.Nursery | None = None
-    _pending: dict[str, list[trio.Event]] = field(default_factory=dict)
-    #: Set once the task's record is committed; checkpoints wait for it (None: no wait).
+    #: Checkpoints being written, by agent path: submitted writes (``Pending``) or the
+    #: tasks writing them (an ``Event`` set when done).
+    _pending: dict[str, list[trio.Event | Pending]] = field(default_factory=dict)
+    #: Set once the task's record is committed, or submitted to the group commit (then a
+    #: checkpoint submitted after it cannot commit before it); checkpoints wait for it
+    #: (None: no wait).
     recorded: trio.Event | None = None
 
     def __post_init__(self) -> None:
-        self._limiter = trio.CapacityLimiter(self.config.max_concurrent_agents)
+        self._memory = self.system.ref("memory")
 
     async def run(
         self,
@@ -160,6 +174,7 @@ class TaskRun:
             text = await self.run_agent(
                 agent, prompt, path=agent.name, chain=(agent.name,), context=context
             )
+            await self.settle()
         return text
 
     # ------------------------------------------------------------------ one agent
@@ -175,13 +190,12 @@ class TaskRun:
     ) -> str:
         """Run ``agent`` on ``task_text`` until it answers or hits a limit (``OpError``)."""
         limits = agent.limits
-        try:
-            with trio.fail_after(limits.timeout):
-                return await self._loop(agent, task_text, path, chain, context or [])
-        except trio.TooSlowError:
-            raise OpError(
-                "timeout", f"agent {agent.name} exceeded its time limit of {limits.timeout:g} s"
-            ) from None
+        with trio.CancelScope(deadline=trio.current_time() + limits.timeout) as scope:
+            return await self._loop(agent, task_text, path, chain, context or [])
+        assert scope.cancelled_caught
+        raise OpError(
+            "timeout", f"agent {agent.name} exceeded its time limit of {limits.timeout:g} s"
+        )
 
     async def _loop(
         self,
@@ -542,6 +556,8 @@ class TaskRun:
             )
         )
         ok, text = True, ""
+        if self._limiter is None:
+            self._limiter = trio.CapacityLimiter(self.config.max_concurrent_agents)
         try:
             async with self._limiter:
                 text = await self.run_agent(
@@ -562,14 +578,25 @@ class TaskRun:
     # ------------------------------------------------------------------ checkpoints
 
     def _save_soon(self, path: str, saves: list[_Save]) -> None:
-        """Write checkpoints (at once: they share a group commit) while the agent goes on;
+        """Write checkpoints (at once, in one write) while the agent goes on;
         ``_flush(path)`` waits for them."""
-        for key, _, step in saves:
-            self.checkpoints[key] = msgspec.msgpack.encode(step)
-        pending = self._pending.setdefault(path, [])
-        pending[:] = [e for e in pending if not e.is_set()]
+        steps: list[tuple[str, Any, bytes]] = []
+        for key, kind, step in saves:
+            payload = self.checkpoints[key] = msgspec.msgpack.encode(step)
+            steps.append((key, kind, payload))
+        waits = self._pending.setdefault(path, [])
+        if self.recorded is None or self.recorded.is_set():
+            # Submitted to the group commit now, after the task's record (the writer keeps
+            # the order): no task waits for it.
+            pending = self._memory.ask_now(
+                mem.SaveSteps(tenant=self.tenant, task=self.task, steps=steps)
+            )
+            if pending is not NOT_NOW:
+                waits.append(pending)
+                return
+        waits[:] = [w for w in waits if not (type(w) is trio.Event and w.is_set())]
         done = trio.Event()
-        pending.append(done)
+        waits.append(done)
 
         async def write() -> None:
             try:
@@ -587,27 +614,40 @@ class TaskRun:
         self._nursery.start_soon(write)
 
     async def _flush(self, path: str) -> None:
-        for done in self._pending.pop(path, []):
-            if not done.is_set():
+        """Wait for the checkpoints of ``path`` written so far (raises if one failed)."""
+        for done in self._pending.pop(path, ()):
+            if type(done) is trio.Event:
                 await done.wait()
+            else:
+                await asks.settle(done)
+
+    async def settle(self) -> None:
+        """Wait for every checkpoint still being written (raises if one failed). With
+        ``run(..., nursery=...)``, call it before the task's end is recorded."""
+        while self._pending:
+            await self._flush(next(iter(self._pending)))
 
     async def _save(self, key: str, kind: str, step: ModelStep | ToolStep) -> None:
         payload = self.checkpoints.get(key) or msgspec.msgpack.encode(step)
         self.checkpoints[key] = payload
+        msg = mem.SaveStep(
+            tenant=self.tenant,
+            task=self.task,
+            step=key,
+            kind=kind,  # type: ignore[arg-type]
+            payload=payload,
+        )
         recorded = self.recorded
-        if recorded is not None and not recorded.is_set():
+        if recorded is None or recorded.is_set():
+            pending = self._memory.ask_now(msg)
+            if pending is not NOT_NOW:
+                # Submitted: it commits even if this wait is cancelled.
+                await asks.settle(pending)
+                return
+        else:
             await recorded.wait()
         with trio.CancelScope(shield=True):
-            await self.system.ref("memory").ask(
-                mem.SaveStep(
-                    tenant=self.tenant,
-                    task=self.task,
-                    step=key,
-                    kind=kind,  # type: ignore[arg-type]
-                    payload=payload,
-                ),
-                timeout=30.0,
-            )
+            await self._memory.ask(msg, timeout=30.0)
 
     def usage_report(self) -> list[protocol.AgentUsage]:
         return [

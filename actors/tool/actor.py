@@ -160,10 +160,12 @@ class ToolActor(Actor):
         try:
             with scope:
                 await self._approve(tool, ctx, args)
-                with trio.move_on_after(timeout + GRACE) as deadline:
-                    return await self._call(tool, ctx, args)
-                if deadline.cancelled_caught:
-                    raise OpError("timeout", f"{msg.name} did not finish within {timeout:g} s")
+                # The call's time limit (not the wait for approval): the same scope, which
+                # ``CancelTool`` cancels too; its deadline tells which of the two ended it.
+                scope.deadline = trio.current_time() + timeout + GRACE
+                return await self._call(tool, ctx, args)
+            if trio.current_time() >= scope.deadline:
+                raise OpError("timeout", f"{msg.name} did not finish within {timeout:g} s")
             raise OpError("cancelled", f"{msg.name} was cancelled")
         finally:
             running = self._running[key]

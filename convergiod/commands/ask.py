@@ -93,9 +93,16 @@ async def _run_task(
 ) -> protocol.Answer:
     """Run a task. What waits for whom: the task's record (and the user's message) is
     written while the context is gathered and the first model call runs; the task's first
-    checkpoint waits for it (``TaskRun.recorded``), and so does the record of its end."""
+    checkpoint comes after it (``TaskRun.recorded``), and so does the record of its end.
+
+    The memory actor takes these writes with no task of its own (``handle_now``): they
+    are submitted to the group commit in the order they are made, so a write made after
+    the record cannot commit before it. When it cannot (the tenant's database is not open
+    yet), they go through its mailbox and the order is kept by waiting."""
+    import outcome
     import trio
 
+    from convergiod.actors.memory import asks
     from convergiod.actors.memory import messages as mem
     from convergiod.actors.orchestrator import context as ctxmod
     from convergiod.actors.orchestrator.actor import (
@@ -108,7 +115,7 @@ async def _run_task(
     from convergiod.actors.orchestrator.engine import TaskRun
     from convergiod.actors.tool import messages as tl
     from convergiod.errors import OpError
-    from convergiod.runtime import NOT_NOW
+    from convergiod.runtime import NOT_NOW, Pending
 
     assert daemon.system is not None
     system = daemon.system
@@ -159,27 +166,47 @@ async def _run_task(
             recorded=recorded,
         )
 
-        async def record() -> None:
-            """The task's record, and for a new task the user's message, in one group
-            commit; it completes even when the task is cancelled."""
-            writes: list[Any] = [
-                mem.SaveTask(
-                    tenant=tenant,
-                    task=task,
-                    status="running",
-                    request=prompt,
-                    agent=agent.name,
-                    conversation=conversation,
-                )
-            ]
+        #: The record once submitted; the first error of the record, if any.
+        submitted: list[Pending] = []
+        failed: list[BaseException] = []
+
+        def record(scope: trio.CancelScope) -> None:
+            """Submit the task's record, with the user's message for a new task (one
+            write), to the group commit; a failure ends the task (``scope``) with its
+            error. When the memory actor cannot take it at once, a task of the nursery
+            writes it (see ``recorded``)."""
+            message = None
             if fresh:
-                writes.append(
-                    mem.AppendMessage(
-                        tenant=tenant, conversation=conversation, role="user", content=prompt
-                    )
+                message = mem.AppendMessage(
+                    tenant=tenant, conversation=conversation, role="user", content=prompt
                 )
+            write = mem.SaveTask(
+                tenant=tenant,
+                task=task,
+                status="running",
+                request=prompt,
+                agent=agent.name,
+                conversation=conversation,
+                message=message,
+            )
+            pending = memory.ask_now(write)
+            if pending is NOT_NOW:
+                nursery.start_soon(record_slowly, write)
+                return
+
+            def done(result: outcome.Outcome[Any]) -> None:
+                if isinstance(result, outcome.Error) and not failed:
+                    failed.append(result.error)
+                    scope.cancel()
+
+            submitted.append(pending)
+            recorded.set()
+            pending.on_done(done)
+
+        async def record_slowly(write: Any) -> None:
+            # It completes even when the task is cancelled.
             with trio.CancelScope(shield=True):
-                await _ask_all(memory, writes, timeout=30.0)
+                await memory.ask(write, timeout=30.0)
             recorded.set()
 
         async def finish(status: str, result: str | None) -> None:
@@ -196,14 +223,15 @@ async def _run_task(
             )
 
         status, finished = "failed", False
+        text = ""
         try:
             with trio.fail_after(config.task_timeout):
-                # The nursery holds the task's writes: its record, checkpoints still being
-                # written when the answer is there, and then the record of its end, which
-                # need not wait for them (one group commit can take them all).
+                # The nursery holds the task's writes when the memory actor cannot take
+                # them at once: its record, checkpoints still being written when the
+                # answer is there.
                 async with trio.open_nursery() as nursery:
                     if new_conversation:
-                        nursery.start_soon(record)
+                        record(nursery.cancel_scope)
                     context = await ctxmod.build(
                         memory,
                         tenant=tenant,
@@ -215,12 +243,19 @@ async def _run_task(
                     )
                     if not new_conversation:
                         # After the history is read: it must not contain this prompt yet.
-                        nursery.start_soon(record)
+                        record(nursery.cancel_scope)
                     text = await run.run(agent, prompt, context, nursery=nursery)
-                    status, finished = "done", True
                     if not recorded.is_set():
                         await recorded.wait()
+                    for pending in submitted:
+                        await asks.settle(pending)
+                    await run.settle()
+                    status, finished = "done", True
+                    # The end's record commits after the task's steps (the writer keeps
+                    # the order of submission).
                     await finish("done", text)
+            if failed:
+                raise failed[0]
         except trio.TooSlowError:
             status = "failed"
             raise OpError(
@@ -248,22 +283,6 @@ async def _run_task(
     )
 
 
-async def _ask_all(ref: Any, msgs: list[Any], timeout: float) -> None:
-    """Ask ``ref`` every message at once (writes to memory share one group commit)."""
-    import trio
-
-    if len(msgs) == 1:
-        await ref.ask(msgs[0], timeout=timeout)
-        return
-
-    async def one(msg: Any) -> None:
-        await ref.ask(msg, timeout=timeout)
-
-    async with trio.open_nursery() as nursery:
-        for msg in msgs:
-            nursery.start_soon(one, msg)
-
-
 def _is_cancellation(exc: BaseException) -> bool:
     import trio
 
@@ -286,42 +305,39 @@ async def _finish(
     agent: str,
 ) -> None:
     """Record how the task ended (and the answer in its conversation), even while it is
-    being cancelled. The task's first record is written by then (its writer is done)."""
+    being cancelled. The task's first record is submitted by then (or written, when it
+    went through the mailbox), so this one commits after it."""
     import logging
 
     import trio
 
+    from convergiod.actors.memory import asks
     from convergiod.actors.memory import messages as mem
     from convergiod.actors.tool import messages as tl
 
     assert daemon.system is not None
     memory = daemon.system.ref("memory")
-    writes: list[Any] = [
-        mem.SaveTask(
-            tenant=tenant,
-            task=task,
-            status=status,
-            request=prompt,
-            agent=agent,
-            conversation=conversation,
-            result=result,
-        )
-    ]
+    # The answer goes to the conversation with the record of the end, in one write.
+    message = None
     if result is not None:
-        writes.append(
-            mem.AppendMessage(
-                tenant=tenant,
-                conversation=conversation,
-                role="assistant",
-                content=result,
-                agent=agent,
-            )
+        message = mem.AppendMessage(
+            tenant=tenant, conversation=conversation, role="assistant", content=result, agent=agent
         )
-    with trio.CancelScope(shield=True), trio.move_on_after(30):
+    write = mem.SaveTask(
+        tenant=tenant,
+        task=task,
+        status=status,
+        request=prompt,
+        agent=agent,
+        conversation=conversation,
+        result=result,
+        message=message,
+    )
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + 30):
         if status == "cancelled":
             daemon.system.ref("tool").send(tl.CancelTool(tenant=tenant, request_id=run.request_id))
         try:
-            await _ask_all(memory, writes, timeout=10.0)
+            await asks.ask(memory, write, timeout=10.0)
         except Exception:
             logging.getLogger("convergiod.orchestrator").exception(
                 "could not record the end of task %s", task

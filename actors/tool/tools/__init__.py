@@ -3,11 +3,21 @@ a thread limiter, a way to reach other actors)."""
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import outcome
 import trio
+from trio.lowlevel import (
+    Abort,
+    current_task,
+    current_trio_token,
+    reschedule,
+    start_thread_soon,
+    wait_task_rescheduled,
+)
 
 from convergiod.config import ToolsConfig
 from convergiod.errors import OpError
@@ -48,7 +58,29 @@ class ToolEnv:
         return sandbox
 
     async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        """``trio.to_thread.run_sync(fn, *args, limiter=self.limiter)``, on the same thread
+        cache with the same semantics for these calls (a cancelled caller waits for the
+        thread to finish; the context variables are copied), at about two thirds of its
+        event-loop time: no thread names set and reset per call, no ``trio.from_thread``
+        support (file work in a sandbox does not call back into Trio)."""
+        limiter = self.limiter
+        task = current_task()
+        await limiter.acquire_on_behalf_of(task)
+        try:
+            token = current_trio_token()
+            context = contextvars.copy_context()
+
+            def deliver(result: outcome.Outcome[Any]) -> None:
+                token.run_sync_soon(reschedule, task, result)
+
+            start_thread_soon(lambda: context.run(fn, *args), deliver)
+            return await wait_task_rescheduled(_not_abortable)
+        finally:
+            limiter.release_on_behalf_of(task)
+
+
+def _not_abortable(_: Any) -> Abort:
+    return Abort.FAILED
 
 
 def builtin_tools(env: ToolEnv) -> list[Tool]:
