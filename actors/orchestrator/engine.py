@@ -57,7 +57,7 @@ from convergiod.actors.memory import asks
 from convergiod.actors.memory import messages as mem
 from convergiod.actors.orchestrator.agents import AgentDef, AgentSet
 from convergiod.actors.router import messages as rt
-from convergiod.actors.router.client import open_chat
+from convergiod.actors.router.client import run_chat
 from convergiod.actors.tool import messages as tl
 from convergiod.config import OrchestratorConfig
 from convergiod.errors import OpError
@@ -325,9 +325,17 @@ class TaskRun:
         candidates += [m for m in agent.fallback if m not in candidates]
         router = self.system.ref("router")
         last: rt.Failed | None = None
+        name, emit = agent.name, self.emit
+
+        async def on_event(event: rt.ChatEvent) -> None:
+            if type(event) is rt.TextDelta:
+                await emit(protocol.TokenDelta(text=event.text, agent=name))
+
         for model in candidates:
-            async with open_chat(
+            # On this task when the router has room: no worker, no channel per event.
+            terminal = await run_chat(
                 router,
+                on_event,
                 tenant=self.tenant,
                 request_id=f"{self.task}:{path}#{n}",
                 messages=messages,
@@ -336,12 +344,7 @@ class TaskRun:
                 tools=specs,
                 task=self.task,
                 temperature=agent.temperature,
-            ) as events:
-                async for event in events:
-                    if type(event) is rt.TextDelta:
-                        text = event.text + events.take_text()
-                        await self.emit(protocol.TokenDelta(text=text, agent=agent.name))
-            terminal = events.terminal
+            )
             if isinstance(terminal, rt.Finished):
                 return await self._finished(agent, terminal.result, bool(specs))
             assert isinstance(terminal, rt.Failed)
