@@ -5,7 +5,9 @@ once."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 import trio
 import trio.testing
@@ -196,3 +198,78 @@ async def test_ledger_reads_send_waiting_records_first(
         assert [(r.key, r.calls) for r in rows] == [("m", 1)]
         assert trio.current_time() - start < 1.0  # did not wait out the window
         await ledger.settle()  # nothing pending: returns at once
+
+
+async def test_record_soon_submits_without_a_task_per_record_and_reports_duplicates() -> None:
+    from convergiod.runtime import Pending
+
+    submitted: list[tuple[Any, Pending]] = []
+
+    def ask_now(msg: Any) -> Pending:
+        pending = Pending()
+        submitted.append((msg, pending))
+        return pending
+
+    async def ask(msg: Any) -> Any:
+        raise AssertionError("the mailbox path is not taken")
+
+    ledger = Ledger(ask, batch_window=0.01, ask_now=ask_now)
+    duplicates: list[str] = []
+    spawned: list[Any] = []
+    async with trio.open_nursery() as nursery:
+
+        def spawn(fn: Any) -> bool:
+            spawned.append(fn)
+            nursery.start_soon(fn)
+            return True
+
+        for rid in ("a", "b", "c"):
+            record = _usage(rid)
+            assert ledger.record_soon(record, lambda rid=rid: duplicates.append(rid), spawn)
+        assert len(spawned) == 1  # one task for the batch
+        settled = trio.Event()
+
+        async def settle() -> None:
+            await ledger.settle()
+            settled.set()
+
+        nursery.start_soon(settle)  # sends the batch now, then waits for the answers
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(submitted) == 3 and not settled.is_set()
+        for msg, pending in submitted:
+            pending.resolve(msg.request_id != "b")  # "b" was already in the ledger
+        await settled.wait()
+    assert duplicates == ["b"]
+    assert not ledger.record_soon(_usage("d"), lambda: None, None)  # no task: refused
+
+
+def test_prompt_estimates_kept_by_identity_match_fresh_ones() -> None:
+    """``estimate_prompt`` keeps the estimates of long texts and tool lists by identity (an
+    agent sends the same objects every turn): a hit gives what a fresh estimate gives, and
+    another object with other content is never taken for a cached one."""
+    from convergiod import native
+    from convergiod.actors.router.core import estimate_prompt
+    from convergiod.actors.router.messages import Chat, Message, ToolSpec
+
+    system = "You plan, delegate and converge. " * 40
+    tools = [ToolSpec(name=f"t{i}", description="reads a file " * 5) for i in range(5)]
+
+    def chat(text: str, specs: list[ToolSpec]) -> Chat:
+        return Chat(
+            tenant="local",
+            request_id="r",
+            messages=[Message(role="system", content=text), Message(role="user", content="hi")],
+            tools=specs,
+            stream_to=None,
+        )
+
+    def fresh(text: str, specs: list[ToolSpec]) -> int:
+        encoded = native.estimate_tokens(msgspec.json.encode(specs))
+        return native.estimate_tokens(text) + native.estimate_tokens("hi") + 8 + encoded
+
+    first = estimate_prompt(chat(system, tools))
+    assert first == fresh(system, tools) == estimate_prompt(chat(system, tools))  # cached
+    other_text = system.replace("plan", "write code")  # another string, another estimate
+    other_tools = tools[:2]
+    assert estimate_prompt(chat(other_text, other_tools)) == fresh(other_text, other_tools)
+    assert estimate_prompt(chat(other_text, other_tools)) != first

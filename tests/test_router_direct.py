@@ -216,7 +216,9 @@ async def test_output_that_already_arrived_goes_out_together_first_token_alone()
         out.append(event)
 
     request = ProviderRequest(upstream="x", messages=HI, tools=[], max_tokens=10, temperature=None)
-    outcome = await provider.stream(request, _Stream(deliver))
+    sink = _Stream(deliver)
+    outcome = await provider.stream(request, sink)
+    await sink.flush()  # the batch that came with the end goes out with the call's end
     texts = [e.text for e in out]
     assert "".join(texts) == "".join(words)  # nothing lost at a merge's bound
     assert texts[0] == "w0 "  # the first token did not wait for the rest

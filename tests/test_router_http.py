@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from convergiod.actors.router.http import ConnectError, HttpClient, ProtocolError, _Conn
 
@@ -167,3 +168,45 @@ async def test_headers_that_would_break_the_request_are_refused(header: tuple[st
         async with client.request("POST", URL, headers=[header], body=b""):
             pass
     assert "injected" not in str(info.value) and s.sent == b""
+
+
+async def _read_until_done(client: HttpClient) -> bytes:
+    """Read a response until its payload is in (not its chunked end), then leave."""
+    async with client.request("POST", URL, headers=[], body=b"{}") as r:
+        data = await r.receive()
+        r.finish_later = True
+    return data
+
+
+async def test_a_response_finished_later_is_pooled_once_its_end_arrives() -> None:
+    head, _, body = CHUNKED.partition(b"\r\n\r\n")
+    payload, _, end = body.partition(b"0\r\nx-trailer")
+    s = Scripted([head + b"\r\n\r\n" + payload, b"0\r\nx-trailer" + end, CHUNKED])
+    client = client_with(s)
+    async with trio.open_nursery() as nursery:
+
+        def background(fn: Any) -> bool:
+            nursery.start_soon(fn)
+            return True
+
+        client.background = background
+        assert await _read_until_done(client) == b"hello 0123456789"
+        origin = client._origins[("http", "127.0.0.1", 9)]
+        assert not origin.idle and origin.limiter.borrowed_tokens == 1  # still finishing
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(origin.idle) == 1 and origin.limiter.borrowed_tokens == 0
+        _, pieces = await fetch(client)  # the same connection, reused
+        assert b"".join(pieces) == b"hello 0123456789" and s.sent.count(b"POST") == 2
+        assert not s.closed
+
+
+async def test_a_response_finished_later_without_background_closes_its_connection() -> None:
+    head, _, body = CHUNKED.partition(b"\r\n\r\n")
+    payload, _, _ = body.partition(b"0\r\nx-trailer")
+    first = Scripted([head + b"\r\n\r\n" + payload])
+    second = Scripted([CHUNKED])
+    client = client_with(first, second)
+    assert await _read_until_done(client) == b"hello 0123456789"
+    assert first.closed
+    await fetch(client)
+    assert second.sent.count(b"POST") == 1

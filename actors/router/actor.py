@@ -65,7 +65,9 @@ class RouterActor(Actor):
             memory = self._memory_ask
             self.router = Router(
                 self._config,
-                ledger=Ledger(memory, batch_window=LEDGER_BATCH_WINDOW),
+                ledger=Ledger(
+                    memory, batch_window=LEDGER_BATCH_WINDOW, ask_now=self._memory_ask_now
+                ),
                 budget_store=self._budget_store,
                 publish=self._publish,
                 concurrency=self.concurrency,
@@ -86,6 +88,9 @@ class RouterActor(Actor):
                 return NOT_NOW
             return ChatLease(router)
         return NOT_NOW
+
+    def _memory_ask_now(self, msg: Any) -> Any:
+        return self.ref("memory").ask_now(msg)
 
     async def _memory_ask(self, msg: Any) -> Any:
         return await self.ref("memory").ask(msg, timeout=10.0)

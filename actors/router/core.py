@@ -75,12 +75,46 @@ def estimate_prompt(chat: Chat) -> int:
     """Estimated input tokens: every message plus the tool schemas (C core)."""
     total = 0
     for m in chat.messages:
-        total += native.estimate_tokens(m.content) + _MESSAGE_OVERHEAD
+        total += _text_tokens(m.content) + _MESSAGE_OVERHEAD
         for call in m.tool_calls:
             total += native.estimate_tokens(call.name) + native.estimate_tokens(call.arguments)
     if chat.tools:
-        total += native.estimate_tokens(msgspec.json.encode(chat.tools))
+        total += _tool_tokens(chat.tools)
     return total
+
+
+# An agent sends the same system prompt, the same earlier messages and the same tool list
+# (the same objects) on every turn: their estimates are kept by identity, with the object
+# itself (so its id cannot be reused while cached). Strings are immutable; tool lists are
+# not changed once a call was made with them.
+_CACHE_LIMIT = 1024
+_CACHED_TEXT = 512  # shorter texts cost less to estimate than to look up
+_text_cache: dict[int, tuple[str, int]] = {}
+_tools_cache: dict[int, tuple[list[Any], int]] = {}
+
+
+def _text_tokens(text: str) -> int:
+    if len(text) < _CACHED_TEXT:
+        return native.estimate_tokens(text)
+    hit = _text_cache.get(id(text))
+    if hit is not None and hit[0] is text:
+        return hit[1]
+    n = native.estimate_tokens(text)
+    if len(_text_cache) >= _CACHE_LIMIT:
+        _text_cache.clear()
+    _text_cache[id(text)] = (text, n)
+    return n
+
+
+def _tool_tokens(tools: list[Any]) -> int:
+    hit = _tools_cache.get(id(tools))
+    if hit is not None and hit[0] is tools:
+        return hit[1]
+    n = native.estimate_tokens(msgspec.json.encode(tools))
+    if len(_tools_cache) >= _CACHE_LIMIT:
+        _tools_cache.clear()
+    _tools_cache[id(tools)] = (tools, n)
+    return n
 
 
 #: Where a call's events go: awaited once per event; raises ``ClientGone`` when the caller
@@ -335,12 +369,9 @@ class Router:
         #: caller's task): at most ``concurrency``.
         self.slots = trio.Semaphore(concurrency)
         self._concurrency = concurrency
-        #: Runs a coroutine function off the caller's path (a task of the actor,
-        #: ``Actor.start_soon``); False if it cannot. Without it ``chat_here`` writes the
-        #: usage before it returns (and a cancelled call's, to the in-process ledger).
-        self.defer = defer
         self.catalog = Catalog(config)
         self.http = http or HttpClient()
+        self.defer = defer
         self.local = local or LocalEngine(config.local)
         self.ledger = ledger
         self.budgets = Budgets(
@@ -356,6 +387,19 @@ class Router:
         self.clock = clock
         self.sleep = sleep
         self._providers: dict[str, Provider] = {}
+
+    @property
+    def defer(self) -> Defer | None:
+        """Runs a coroutine function off the caller's path (a task of the actor,
+        ``Actor.start_soon``); False if it cannot. Without it ``chat_here`` writes the
+        usage before it returns (and a cancelled call's, to the in-process ledger), and
+        HTTP responses are read to their end before the call's answer."""
+        return self._defer
+
+    @defer.setter
+    def defer(self, defer: Defer | None) -> None:
+        self._defer = defer
+        self.http.background = defer
 
     def crowded(self) -> bool:
         """Other calls are in flight (their tasks may be ready to run)."""
@@ -415,9 +459,9 @@ class Router:
         if record is not None and self.budgets.add(
             chat.tenant, chat.agent, chat.request_id, record.cost
         ):
-            write = functools.partial(self._write, chat, record)
-            if self.defer is None or not self.defer(write):
-                await write()
+            uncount = functools.partial(self.budgets.uncount, chat.tenant, chat.agent, record.cost)
+            if not self.ledger.record_soon(record, uncount, self._defer):
+                await self._write(chat, record)
         return terminal
 
     def _record_abandoned(self, chat: Chat, record: RecordUsage) -> None:
@@ -425,10 +469,12 @@ class Router:
         out: counted now, written off this (unwinding) path."""
         if not self.budgets.add(chat.tenant, chat.agent, chat.request_id, record.cost):
             return
-        write = functools.partial(self._write, chat, record)
+        uncount = functools.partial(self.budgets.uncount, chat.tenant, chat.agent, record.cost)
         # Nowhere to hand it (the actor is stopping): the in-process ledger keeps it.
-        if (self.defer is None or not self.defer(write)) and not self.ledger.local.record(record):
-            self.budgets.uncount(chat.tenant, chat.agent, record.cost)
+        if not self.ledger.record_soon(record, uncount, self._defer) and not (
+            self.ledger.local.record(record)
+        ):
+            uncount()
 
     async def _write(self, chat: Chat, record: RecordUsage) -> None:
         if not await self.ledger.record(record):
@@ -536,7 +582,12 @@ class Router:
                 self.cooldowns.succeeded(dep.name)
                 usage, record = self._usage_record(chat, dep, sink, outcome, estimate)
                 try:
+                    # The output the provider left queued (the batch that came with the
+                    # end of the stream), right before the answer: they leave together.
+                    await sink.flush()
                     await _deliver_quietly(deliver, usage)
+                except ClientGone:
+                    return Failed(code="cancelled", message="the caller went away"), record
                 except BaseException:
                     self._record_abandoned(chat, record)
                     raise
@@ -571,7 +622,10 @@ class Router:
         timeouts = dep.provider_config or _LOCAL_TIMEOUTS
         with trio.CancelScope() as scope:
             watchdog = sink.watchdog = _Watchdog(scope, timeouts)
-            return await provider.stream(request, sink)
+            try:
+                return await provider.stream(request, sink)
+            finally:
+                sink.watchdog = None  # the output still queued is flushed after the scope
         raise ProviderError(f"{dep.name}: {watchdog.which()} timeout", code="timeout")
 
     def _usage_record(

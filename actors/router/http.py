@@ -7,6 +7,9 @@ thing: POST a JSON body and read a streamed response with tight timeouts, many a
 request is: take an idle connection (or dial one, TLS through ``trio.SSLStream``), write the
 request, read the response head, then hand out body bytes as they arrive. A connection goes
 back to the pool only when its response was read to the end; an abandoned stream closes it.
+A reader that has all it needs before the end (an SSE stream's last event, ahead of the
+chunked terminator) marks the response ``finish_later``: a background task
+(``HttpClient.background``) reads the rest and pools the connection, off the caller's path.
 
 Why not h11 (used here before): it validates and hands out every HTTP chunk as an event, tens
 of microseconds each, and a streamed model answer is one chunk per token: that was a good
@@ -24,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import trio
@@ -33,6 +36,10 @@ __all__ = ["ConnectError", "HttpClient", "ProtocolError", "Response"]
 
 READ_SIZE = 65536
 MAX_HEAD = 65536  # bytes of a response head (status line and headers)
+#: A response finished in the background (``Response.finish_later``) must end within this
+#: long and this many bytes, or its connection is closed instead of pooled.
+FINISH_TIMEOUT = 2.0
+FINISH_LIMIT = 1 << 20
 _HEX = b"0123456789abcdefABCDEF"
 _is_token = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch  # a header name
 
@@ -46,16 +53,18 @@ class ProtocolError(Exception):
 
 
 class _Conn:
-    __slots__ = ("_fd", "_recv", "stream")
+    __slots__ = ("_fd", "empty", "stream")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
-        # Plain TCP: read the Trio socket itself, without SocketStream's per-call context
-        # managers (one reader per connection: nothing for its conflict check to catch).
-        self._recv = None
+        # Plain TCP: read and write the socket's descriptor directly, without
+        # SocketStream's per-call context managers (one reader and one writer per
+        # connection: nothing for its conflict checks to catch) and without the trip through
+        # the scheduler Trio takes after an operation that did not have to wait.
         self._fd = -1
+        #: The last read found nothing: the next one waits for the socket first.
+        self.empty = False
         if type(stream) is trio.SocketStream:
-            self._recv = stream.socket.recv
             self._fd = stream.socket.fileno()
 
     def receive_nowait(self) -> bytes | None:
@@ -68,18 +77,62 @@ class _Conn:
             # waits on it (one reader per connection).
             return os.read(self._fd, READ_SIZE)
         except BlockingIOError:
+            self.empty = True
             return None
         except OSError as exc:
             raise ProtocolError(f"connection lost: {exc}") from None
 
     async def receive(self) -> bytes:
+        fd = self._fd
+        if fd >= 0:
+            # The read that would fail is skipped when the last one found nothing; a read
+            # that did not wait is followed by a checkpoint, as Trio's own (fairness: a
+            # stream whose bytes are always there cannot hold the loop).
+            if not self.empty:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                try:
+                    data = os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    pass
+                except OSError as exc:
+                    raise ProtocolError(f"connection lost: {exc}") from None
+                else:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return data
+            while True:
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                except trio.ClosedResourceError as exc:
+                    raise ProtocolError(f"connection lost: {exc}") from None
+                try:
+                    data = os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    raise ProtocolError(f"connection lost: {exc}") from None
+                self.empty = False
+                return data
         try:
-            if self._recv is not None:
-                return await self._recv(READ_SIZE)
-            data = await self.stream.receive_some(READ_SIZE)
+            got = await self.stream.receive_some(READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ProtocolError(f"connection lost: {exc}") from None
-        return data if type(data) is bytes else bytes(data)
+        return got if type(got) is bytes else bytes(got)
+
+    async def send_all(self, data: bytes) -> None:
+        """Write ``data``; without a trip through the scheduler when the socket takes it
+        all at once (the answer is awaited right after: that wait is the checkpoint)."""
+        if self._fd >= 0:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                sent = os.write(self._fd, data)  # a send(2) without flags
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                self.empty = True  # the answer cannot be here yet
+                return
+            data = data[sent:]
+        await self.stream.send_all(data)
+        self.empty = True
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
@@ -101,7 +154,17 @@ class Response:
     """A response whose body is read as it arrives (``receive``, ``iter_bytes``) or whole
     (``read``)."""
 
-    __slots__ = ("_buf", "_conn", "_framing", "_left", "complete", "headers", "reusable", "status")
+    __slots__ = (
+        "_buf",
+        "_conn",
+        "_framing",
+        "_left",
+        "complete",
+        "finish_later",
+        "headers",
+        "reusable",
+        "status",
+    )
 
     def __init__(
         self,
@@ -117,6 +180,9 @@ class Response:
         self.status = status
         self.headers = headers  # names lower-cased
         self.complete = False
+        #: The reader has what it needs; the rest of the body (normally only the end of
+        #: the chunked framing) may be read after the exchange, off the reader's path.
+        self.finish_later = False
         self._buf = rest  # body bytes that came with the head
         te = cl = None
         for k, v in headers:
@@ -382,6 +448,9 @@ class HttpClient:
         self._urls: dict[str, tuple[str, str, int, bytes]] = {}
         self._ssl = ssl_context
         self._closed = False
+        #: Runs a coroutine function in some task later (``Router.defer``); False if it
+        #: cannot. Finishes responses whose reader is done (``Response.finish_later``).
+        self.background: Callable[[Callable[[], Awaitable[None]]], bool] | None = None
 
     def _origin(self, key: tuple[str, str, int], max_connections: int) -> _Origin:
         origin = self._origins.get(key)
@@ -459,7 +528,7 @@ class HttpClient:
                 else await self._dial(scheme, host, port, connect_timeout)
             )
             try:
-                await conn.stream.send_all(data)
+                await conn.send_all(data)
                 return await self._read_head(conn, method, reused)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 await conn.aclose()
@@ -519,7 +588,7 @@ class _Exchange:
     """One request on a pooled connection (``HttpClient.request``). A plain class rather
     than ``asynccontextmanager``: this is on the path of every call."""
 
-    __slots__ = ("_client", "_data", "_dest", "_origin", "_response")
+    __slots__ = ("_client", "_data", "_dest", "_handed", "_origin", "_response")
 
     def __init__(
         self,
@@ -533,34 +602,72 @@ class _Exchange:
         self._dest = dest
         self._data = data
         self._response: Response | None = None
+        self._handed = False
 
     async def __aenter__(self) -> Response:
         limiter = self._origin.limiter
         try:
-            limiter.acquire_nowait()  # no scheduler trip while a connection slot is free
+            # No scheduler trip while a connection slot is free. The exchange holds the
+            # slot (not the task): a response finished later gives it back from another.
+            limiter.acquire_on_behalf_of_nowait(self)
         except trio.WouldBlock:
-            await limiter.acquire()
+            await limiter.acquire_on_behalf_of(self)
         try:
             scheme, host, port, connect_timeout, method = self._dest
             self._response = await self._client._send(
                 self._origin, scheme, host, port, connect_timeout, method, self._data
             )
         except BaseException:
-            limiter.release()
+            limiter.release_on_behalf_of(self)
             raise
         return self._response
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __aexit__(self, exc_type: object, *exc_info: object) -> None:
         response = self._response
         assert response is not None
+        client = self._client
         try:
             conn = response._conn
-            if response.complete and response.reusable and not self._client._closed:
-                self._origin.idle.append(conn)
-            else:
-                await conn.aclose()
+            if response.complete:
+                if response.reusable and not client._closed:
+                    self._origin.idle.append(conn)
+                    return
+            elif (
+                response.finish_later
+                and exc_type is None
+                and response.reusable
+                and not client._closed
+                and client.background is not None
+                and client.background(self._finish)
+            ):
+                self._handed = True  # the slot is now the background task's
+                return
+            await conn.aclose()
         finally:
-            self._origin.limiter.release()
+            if not self._handed:
+                self._origin.limiter.release_on_behalf_of(self)
+
+    async def _finish(self) -> None:
+        """Read the rest of a response its reader was done with (``finish_later``), then
+        pool its connection; close it if the rest is slow, long or broken."""
+        response = self._response
+        assert response is not None
+        conn = response._conn
+        try:
+            size = 0
+            with trio.move_on_after(FINISH_TIMEOUT):
+                while size <= FINISH_LIMIT and (chunk := await response.receive()):
+                    size += len(chunk)
+        except ProtocolError:
+            pass
+        finally:
+            try:
+                if response.complete and response.reusable and not self._client._closed:
+                    self._origin.idle.append(conn)
+                else:
+                    await conn.aclose()
+            finally:
+                self._origin.limiter.release_on_behalf_of(self)
 
 
 class _Stale(Exception):

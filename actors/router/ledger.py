@@ -7,15 +7,18 @@ budgets still hold for the life of the process; a warning says so once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import outcome
 import trio
 
 from convergiod.actors.memory.messages import RecordUsage, Spent, UsageQuery, UsageRow
+from convergiod.runtime import NOT_NOW, Pending
 
 log = logging.getLogger("convergiod.router")
 
@@ -96,14 +99,100 @@ class Ledger:
     ``settle`` send the waiting records first and wait for them.
     """
 
-    def __init__(self, ask: Callable[[Any], Any] | None, *, batch_window: float = 0.0) -> None:
+    def __init__(
+        self,
+        ask: Callable[[Any], Any] | None,
+        *,
+        batch_window: float = 0.0,
+        ask_now: Callable[[Any], Any] | None = None,
+    ) -> None:
         self._ask = ask
+        #: ``ActorRef.ask_now`` of the memory actor: a write submitted with no task, its
+        #: answer a ``Pending`` (``record_soon``).
+        self._ask_now = ask_now
         self.local = InProcessLedger()
         self._warned = False
         self.batch_window = batch_window
         self._gate: trio.Event | None = None  # opens when the current batch goes
+        self._hurry = False  # the next batch goes without its window (``settle``)
         self._pending = 0  # records waiting for their batch or for the memory actor
         self._settled: trio.Event | None = None
+        #: Records of ``record_soon`` waiting for their batch, with their ``on_duplicate``.
+        self._batch: list[tuple[RecordUsage, Callable[[], None]]] = []
+
+    def record_soon(
+        self,
+        usage: RecordUsage,
+        on_duplicate: Callable[[], None],
+        spawn: Callable[[Callable[[], Awaitable[None]]], bool] | None,
+    ) -> bool:
+        """Write ``usage`` off the caller's path, with no task of its own: it joins the
+        current batch, which one task (``spawn``, started by the batch's first record)
+        sends after ``batch_window``, each record submitted to the memory actor's group
+        commit (``ask_now``; through the mailbox when it will not take it that way).
+        ``on_duplicate`` runs if the ledger already had this request id. False (nothing
+        done) if no task can be started."""
+        batch = self._batch
+        batch.append((usage, on_duplicate))
+        if len(batch) == 1 and (spawn is None or not spawn(self._send_batch)):
+            batch.pop()
+            return False
+        self._pending += 1
+        return True
+
+    async def _send_batch(self) -> None:
+        if self.batch_window > 0:
+            await self._join_batch()
+        batch, self._batch = self._batch, []
+        slow: list[tuple[RecordUsage, Callable[[], None]]] = []
+        for usage, on_duplicate in batch:
+            answer: Any = NOT_NOW
+            if self._ask_now is not None:
+                try:
+                    answer = self._ask_now(usage)
+                except Exception as exc:  # refused or crashed: keep it in process
+                    self._done(usage, on_duplicate, outcome.Error(exc))
+                    continue
+            if answer is NOT_NOW:
+                slow.append((usage, on_duplicate))
+            elif type(answer) is Pending:
+                answer.on_done(functools.partial(self._done, usage, on_duplicate))
+            else:
+                self._done(usage, on_duplicate, outcome.Value(answer))
+        for usage, on_duplicate in slow:  # the mailbox path (the memory actor restarting)
+            try:
+                ok, reply = await self._call(usage)
+                if not (bool(reply) if ok else self.local.record(usage)):
+                    on_duplicate()
+            finally:
+                self._settle_one()
+
+    def _done(
+        self,
+        usage: RecordUsage,
+        on_duplicate: Callable[[], None],
+        result: outcome.Outcome[Any],
+    ) -> None:
+        """The memory actor's answer to a record of ``record_soon`` (on the Trio thread)."""
+        try:
+            if isinstance(result, outcome.Value):
+                new = bool(result.value)
+            else:
+                error = result.error if isinstance(result, outcome.Error) else result
+                if not self._warned:
+                    self._warned = True
+                    log.warning("usage not written (%r): kept in process only", error)
+                new = self.local.record(usage)
+            if not new:
+                on_duplicate()
+        finally:
+            self._settle_one()
+
+    def _settle_one(self) -> None:
+        self._pending -= 1
+        if not self._pending and self._settled is not None:
+            self._settled.set()
+            self._settled = None
 
     async def _call(self, msg: Any) -> tuple[bool, Any]:
         from convergiod.runtime import (
@@ -131,10 +220,7 @@ class Ledger:
                 await self._join_batch()
             ok, reply = await self._call(usage)
         finally:
-            self._pending -= 1
-            if not self._pending and self._settled is not None:
-                self._settled.set()
-                self._settled = None
+            self._settle_one()
         if ok:
             return bool(reply)
         return self.local.record(usage)
@@ -143,6 +229,9 @@ class Ledger:
         gate = self._gate
         if gate is not None:
             await gate.wait()
+            return
+        if self._hurry:  # ``settle`` came before this batch's window opened: no window
+            self._hurry = False
             return
         gate = self._gate = trio.Event()
         try:
@@ -159,6 +248,8 @@ class Ledger:
         if gate is not None:
             self._gate = None
             gate.set()
+        elif self._pending:
+            self._hurry = True  # a batch whose task has not started yet goes at once too
         while self._pending:
             if self._settled is None:
                 self._settled = trio.Event()

@@ -35,7 +35,10 @@ class Sink(Protocol):
     arrived together (one network read, one generated token), so text that arrived together
     reaches the caller as one ``TextDelta`` and consecutive fragments of one tool call as one
     ``ToolCallDelta``. It never holds back output to wait for more: every batch is flushed
-    before the next wait for the network, and before a failure is raised. (Bytes that have
+    before the next wait for the network, and before a failure is raised. The last batch
+    (the one that came with the end of the stream) may be left queued when ``stream``
+    returns: the router flushes it with the end of the call, so the last text and the
+    answer leave together. (Bytes that have
     already arrived while the previous batch was being handled join it: they are read
     without waiting; ``urgent`` says when not to, because the caller has had nothing yet.)
     """

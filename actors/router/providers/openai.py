@@ -170,8 +170,7 @@ class OpenAIProvider:
             raise ProviderError(f"{self.name}: the stream ended without [DONE]")
         for index in sorted(open_tools):
             sink.tool_done(index)
-        await sink.flush()
-        return outcome
+        return outcome  # what is still queued on ``sink`` goes out with the call's end
 
 
 def _error_text(error: Any) -> str:

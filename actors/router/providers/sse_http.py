@@ -40,8 +40,9 @@ async def post_sse(
     """Stream the response's events into ``on_event`` until it returns True or the body
     ends. ``on_event`` queues output on ``sink``; the output of one network read — and of
     the bytes that had arrived meanwhile, read without waiting — is flushed together,
-    before the next wait (and before a failure propagates). HTTP errors and broken streams
-    become ``ProviderError``."""
+    before the next wait (and before a failure propagates). The batch that ends the
+    stream (``on_event`` returned True) is left queued for the caller to flush with the
+    call's end. HTTP errors and broken streams become ``ProviderError``."""
     try:
         async with client.request(
             "POST",
@@ -77,7 +78,8 @@ async def post_sse(
                     merged = 0
                     yielded = False
                     while True:
-                        for event, data in feed(chunk):
+                        events = feed(chunk)
+                        for event, data in events:
                             if on_event(event, data):
                                 done = True
                                 break
@@ -88,7 +90,9 @@ async def post_sse(
                             break
                         more = receive_nowait()
                         if more is None:
-                            if yielded or not crowded():
+                            # One event in one read: output comes at a model's pace, and
+                            # nothing more would arrive while other tasks run.
+                            if yielded or (merged == 0 and len(events) < 2) or not crowded():
                                 break
                             # Other calls' tasks go first; what arrives meanwhile joins.
                             yielded = True
@@ -101,13 +105,17 @@ async def post_sse(
                 except ProviderError:
                     await flush()  # what came before the failure still goes out
                     raise
-                await flush()
                 if done:
-                    # Read the rest (normally nothing but the end of the chunked body) so
-                    # the connection can be reused.
-                    while await receive():
+                    # The last batch stays queued: the caller sends it with the end of
+                    # the call. The rest of the body is normally nothing but the end of
+                    # the chunked framing: take what has arrived; if that is not all, it
+                    # is read in the background, off the caller's path (the connection
+                    # is pooled after).
+                    while receive_nowait() is not None:
                         pass
+                    response.finish_later = True
                     return
+                await flush()
     except ConnectError as exc:
         raise ProviderError(f"{provider}: {exc}") from None
     except ProtocolError as exc:

@@ -138,20 +138,12 @@ class AsyncClient:
                 with trio.CancelScope(shield=True):
                     await self._send(protocol.Cancel(id=rid))
 
-    @asynccontextmanager
-    async def stream(
+    def stream(
         self, op: protocol.Op, *, timeout: float | None = None, deadline: float | None = None
-    ) -> AsyncIterator[AsyncStream]:
-        rid = next(self._ids)
-        self._pending[rid] = _Pending()
-        stream = AsyncStream(self, rid, self.timeout if timeout is None else timeout)
-        try:
-            await self._send(protocol.Request(id=rid, op=op, deadline=deadline))
-            yield stream
-        finally:
-            if not stream.done:
-                with trio.CancelScope(shield=True):
-                    await stream.cancel()
+    ) -> _OpenStream:
+        """``async with client.stream(op) as events``: send ``op``, iterate its events;
+        ``events.result`` is set at the end. Leaving the block early cancels the request."""
+        return _OpenStream(self, op, self.timeout if timeout is None else timeout, deadline)
 
     async def _send(self, msg: protocol.ClientMessage) -> None:
         # Without a trip through the scheduler when the socket takes it at once; the answer
@@ -198,6 +190,49 @@ class AsyncClient:
                 log.warning("daemon refused a frame: %s: %s", msg.code, msg.message)
             return
         pending.push(msg)
+
+
+class _OpenStream:
+    """The context manager of ``AsyncClient.stream`` (a plain class, not a generator: it
+    is on every streamed request's path)."""
+
+    __slots__ = ("_client", "_deadline", "_op", "_stream", "_timeout")
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        op: protocol.Op,
+        timeout: float | None,
+        deadline: float | None,
+    ) -> None:
+        self._client = client
+        self._op = op
+        self._timeout = timeout
+        self._deadline = deadline
+        self._stream: AsyncStream | None = None
+
+    async def __aenter__(self) -> AsyncStream:
+        client = self._client
+        rid = next(client._ids)
+        client._pending[rid] = _Pending()
+        stream = self._stream = AsyncStream(client, rid, self._timeout)
+        try:
+            await client._send(protocol.Request(id=rid, op=self._op, deadline=self._deadline))
+        except BaseException:
+            await self._cancel(stream)
+            raise
+        return stream
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        stream = self._stream
+        if stream is not None:
+            await self._cancel(stream)
+
+    @staticmethod
+    async def _cancel(stream: AsyncStream) -> None:
+        if not stream.done:
+            with trio.CancelScope(shield=True):
+                await stream.cancel()
 
 
 @asynccontextmanager
