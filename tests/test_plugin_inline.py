@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from convergiod.actors.plugin.actor import PluginActor
-from convergiod.actors.plugin.messages import CallPlugin, CallResult, InstallPlugin
+from convergiod.actors.plugin.messages import CallPlugin, CallResult, InstallPlugin, RemovePlugin
 from convergiod.config import PluginConfig
 from convergiod.errors import OpError
 from convergiod.runtime import NOT_NOW, ActorRef, ChildSpec, SupervisorSpec, open_actor_system
@@ -153,10 +153,12 @@ async def test_no_inline_runs_while_calls_run_on_threads(plugin: Any) -> None:
         assert (await ref.ask(call("noop"))).value == {"ok": True}
 
 
-async def test_after_an_inline_answer_the_next_calls_store_is_made_ahead(plugin: Any) -> None:
-    """Once an inline answer has gone out, the actor makes the next call's store (off the
-    reply path); that call starts from it, fresh (``echo`` exits 70 on a reused store)
-    and reading its own call."""
+async def test_after_inline_answers_stores_are_made_ahead_in_batches(plugin: Any) -> None:
+    """Once inline answers have gone out, a worker thread makes the next calls' stores in
+    a batch (``SPARES``, again when half are used); those calls start from them, fresh
+    (``echo`` exits 70 on a reused store) and reading their own calls."""
+    from convergiod.actors.plugin.actor import SPARES
+
     ref, actor, tmp = plugin
     await install(ref, make_plugin(tmp, "echo", FIXTURES / "echo.wasm"))
     await ref.ask(call("echo"))
@@ -166,12 +168,20 @@ async def test_after_an_inline_answer_the_next_calls_store_is_made_ahead(plugin:
         str(actor.plugins["echo"].module_path), actor.plugins["echo"].record.sha256, fuel=True
     )
     assert program is not None and not program.spares
-    for i in range(3):
+
+    async def pool_size(at_least: int) -> int:
+        with trio.fail_after(10):  # filled by a worker thread
+            while sum(map(len, program.spares.values())) < at_least:  # noqa: ASYNC110
+                await trio.sleep(0.001)
+        return sum(map(len, program.spares.values()))
+
+    for i in range(3 * SPARES):
         answer = ref.ask_now(call("echo", n=i))
         assert isinstance(answer, CallResult) and answer.value == {"tool": "run", "args": {"n": i}}
-        assert not program.spares  # used (or none yet)
-        with trio.fail_after(10):  # the answer is out: the next store is made
-            while not program.spares:  # noqa: ASYNC110 (filled by a run_sync_soon callback)
-                await trio.sleep(0.001)
-        assert len(program.spares) == 1
-    assert actor.inline_runs == 3
+        if i == 0:
+            assert await pool_size(SPARES) == SPARES
+    assert actor.inline_runs == 3 * SPARES
+    await pool_size(SPARES // 2)
+    # Removing the plugin drops its stores.
+    await ref.ask(RemovePlugin(name="echo"), timeout=30)
+    assert not program.spares and not actor._wanted

@@ -20,6 +20,7 @@ from convergiod.actors.plugin.sandbox import (
     Sandbox,
     SandboxError,
     interpret,
+    spare_key,
 )
 from tests.plugin_helpers import EXAMPLES, FIXTURES
 
@@ -221,26 +222,26 @@ def test_schema_subset_names_the_bad_field() -> None:
 
 @pytest.mark.parametrize("fuel", [False, True])
 def test_a_prepared_store_is_fresh_and_reads_its_own_call(sandbox: Sandbox, fuel: bool) -> None:
-    """``prepare`` instantiates the next call's store ahead of time; the call that takes it
+    """``prepare`` instantiates the next calls' stores ahead of time; a call that takes one
     still starts from a fresh store (the fixture exits 70 if its memory counter is not 0)
     and reads its own stdin, in pieces (``fd_read`` on the calling thread), with bad
     pointers and fds refused (exit 71 otherwise)."""
     rt = sandbox.runtime(fuel=fuel)
     program = rt.load((FIXTURES / "echo.wasm").read_bytes())
     limits = CallLimits(timeout=1.0, memory_bytes=16 << 20, fuel=10**6 if fuel else None)
-    for i in range(4):
+    key = spare_key(fuel, limits, CallGrants(), "plugin")
+    assert rt.prepare(program, limits, inline=fuel, depth=3) == 3
+    for i in range(5):
         stdin = json.dumps({"tool": "run", "args": {"i": i, "pad": "x" * 37 * i}}).encode()
-        had_spare = bool(program.spares)
+        waiting = len(program.spares[key])
         result = rt.run(program, stdin, limits, inline=fuel)
         assert (result.exit_code, result.trap, result.stdout) == (0, None, stdin)
-        assert had_spare == (i > 0) and not program.spares  # the spare, used once
-        rt.prepare(program, limits, inline=fuel)
-        rt.prepare(program, limits, inline=fuel)  # at most one per kind of call
-        assert len(program.spares) == 1
-    # A spare is only for calls shaped like it: another memory limit makes its own store.
+        assert len(program.spares[key]) == max(0, waiting - 1)  # each used once
+    assert rt.prepare(program, limits, inline=fuel, depth=2) == 2  # topped up to the depth
+    # Stores are only for calls shaped like them: another memory limit makes its own.
     other = CallLimits(timeout=1.0, memory_bytes=32 << 20, fuel=limits.fuel)
     assert rt.run(program, b"{}", other, inline=fuel).stdout == b"{}"
-    assert len(program.spares) == 1
+    assert len(program.spares[key]) == 2
 
 
 def test_modules_with_a_start_function_get_no_spare(sandbox: Sandbox) -> None:
@@ -249,6 +250,6 @@ def test_modules_with_a_start_function_get_no_spare(sandbox: Sandbox) -> None:
              (func (export "_start")))"""
     program = rt.load(wasmtime.wat2wasm(wat))
     assert program.has_start
-    rt.prepare(program, CallLimits())
+    assert rt.prepare(program, CallLimits(), depth=4) == 0
     assert not program.spares
     assert not rt.load((FIXTURES / "echo.wasm").read_bytes()).has_start

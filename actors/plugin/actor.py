@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,7 +39,9 @@ from convergiod.actors.plugin.sandbox import (
     RunResult,
     Sandbox,
     SandboxError,
+    SpareKey,
     interpret,
+    spare_key,
 )
 from convergiod.actors.plugin.store import Installed, PluginStore
 from convergiod.config import PluginConfig
@@ -51,6 +54,10 @@ _encode = msgspec.json.Encoder().encode
 #: Two inline runs in a row that take more CPU than this send the tool to threads for a while.
 INLINE_SLOW = 0.002
 INLINE_BACKOFF = 30.0
+#: Stores made ahead per kind of inline call (refilled when half are used), and how many
+#: kinds of call have them.
+SPARES = 8
+POOLS = 8
 _EMPTY_ARGS = {"type": "object", "properties": {}}
 
 
@@ -84,8 +91,11 @@ class PluginActor(Actor):
         self._templates: dict[tuple[str, str], _Tool] = {}
         #: Stores of inline runs, freed after their answers went out.
         self._spent: list[object] = []
-        #: Inline runs whose next store is to be made after their answers went out.
-        self._after: list[tuple[Program, CallLimits, CallGrants, str]] = []
+        #: The kinds of inline calls whose stores are made ahead, most recent last.
+        self._wanted: OrderedDict[
+            tuple[int, SpareKey], tuple[Program, CallLimits, CallGrants, str]
+        ] = OrderedDict()
+        self._restocking = False
         #: (module path, sha256) being loaded for inline runs, or that could not be.
         self._warming: set[tuple[str, str]] = set()
         self._unwarmable: set[tuple[str, str]] = set()
@@ -229,6 +239,10 @@ class PluginActor(Actor):
         for table in (self._templates, self._slow, self._strikes):
             for key in [k for k in table if k[0] == plugin]:
                 del table[key]
+        for (ident, kind), (program, *_) in list(self._wanted.items()):
+            if kind[3] == plugin:  # argv0: the plugin's name
+                del self._wanted[(ident, kind)]
+                program.spares.pop(kind, None)
 
     # ------------------------------------------------------------------ inline runs
 
@@ -262,11 +276,7 @@ class PluginActor(Actor):
         result = program.runtime.run(
             program, job.stdin, limits, grants, job.argv0, inline=True, spent=spent
         )
-        # After the answer has gone out (in the next scheduler batch): free the store and
-        # make the next call's.
-        self._after.append((program, limits, grants, job.argv0))
-        if len(self._after) == 1:
-            trio.lowlevel.current_trio_token().run_sync_soon(self._after_inline)
+        self._restock(program, limits, grants, job.argv0)
         cpu = time.thread_time() - cpu  # CPU, not wall time: load on the machine is no strike
         exhausted = result.trap == "OUT_OF_FUEL" and fuel < (job.fuel or fuel + 1)
         # Two slow runs in a row (the first run of a program on a thread is slow once) send
@@ -283,11 +293,39 @@ class PluginActor(Actor):
         self.inline_runs += 1
         return self._finish(msg, job, tool.what, result, tool.limits)
 
-    def _after_inline(self) -> None:
-        self._spent.clear()
-        after, self._after = self._after, []
-        for program, limits, grants, argv0 in after:
-            program.runtime.prepare(program, limits, grants, argv0, inline=True)
+    def _restock(
+        self, program: Program, limits: CallLimits, grants: CallGrants, argv0: str
+    ) -> None:
+        """After an inline run: once its pool of stores made ahead runs low (or spent
+        stores pile up), a worker thread frees the spent ones and makes ``SPARES`` more, in
+        one batch (one thread hand-off per batch, caches warm from one store to the next,
+        and off the event loop's thread). Pools are kept for the ``POOLS`` most recent
+        kinds of call."""
+        key = (id(program), spare_key(True, limits, grants, argv0))
+        wanted = self._wanted
+        if key in wanted:
+            wanted.move_to_end(key)
+        else:
+            wanted[key] = (program, limits, grants, argv0)
+            if len(wanted) > POOLS:
+                (_, old_key), (old, *_) = wanted.popitem(last=False)
+                old.spares.pop(old_key, None)
+        pool = program.spares.get(key[1])
+        low = pool is None or len(pool) <= SPARES // 2 or len(self._spent) >= SPARES
+        if low and not self._restocking:
+            self._restocking = True
+            trio.lowlevel.start_thread_soon(self._refill, self._refilled, name="plugin spares")
+
+    def _refill(self) -> None:  # on a worker thread
+        spent, self._spent = self._spent, []
+        spent.clear()
+        for program, limits, grants, argv0 in list(self._wanted.values()):
+            program.runtime.prepare(program, limits, grants, argv0, inline=True, depth=SPARES)
+
+    def _refilled(self, result: outcome.Outcome[None]) -> None:  # on that thread
+        self._restocking = False
+        if isinstance(result, outcome.Error):
+            log.error("making plugin stores ahead failed: %r", result.error)
 
     def _warm_later(self, job: Job) -> None:
         """Load the fuel-metered program of a module so its next calls can run inline: in

@@ -21,6 +21,7 @@ protocol error code.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -41,7 +42,6 @@ import msgspec
 import wasmtime
 from wasmtime import _ffi as ffi
 from wasmtime._extern import wrap_extern
-from wasmtime._func import enter_wasm
 
 from convergiod.protocol import ErrorCode
 
@@ -138,17 +138,18 @@ class Program:
     #: The module has a start function: instantiating it runs guest code, so it is never
     #: instantiated ahead of its call.
     has_start: bool = False
-    #: Stores instantiated ahead of their call (see ``Runtime.prepare``), by what shapes a
+    #: Stores instantiated ahead of their calls (see ``Runtime.prepare``), by what shapes a
     #: store before its call: (inline, memory limit, environment, argv0). Each is used once.
-    spares: dict[tuple[bool, int | None, tuple[tuple[str, str], ...], str], _Spare] = field(
-        default_factory=dict
-    )
+    spares: dict[SpareKey, list[_Spare]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class _Spare:
     store: wasmtime.Store
     instance: wasmtime.Instance
+    #: The instance's ``_start`` and memory, looked up when it was made.
+    start: Any
+    memory: tuple[int, int, object] | None
 
 
 class EpochTicker:
@@ -355,9 +356,14 @@ class Runtime:
         if lean:
             _local.sinks = (out, err)
             _local.source = _Source(stdin)
-            if not program.has_start:
-                spare = program.spares.pop(_spare_key(inline, limits, grants, argv0), None)
-        ticker = self.ticker if self.settings.epoch else None
+            pool = program.spares.get(spare_key(inline, limits, grants, argv0))
+            if pool:
+                with contextlib.suppress(IndexError):  # refilled on another thread
+                    spare = pool.pop()
+        # An inline run is bounded by its fuel and cannot wait (``poll_oneoff`` stops it):
+        # the epoch ticker need not wake up for it (its deadline is still set: epoch
+        # interruption is engine-wide).
+        ticker = self.ticker if self.settings.epoch and not inline else None
         store: wasmtime.Store | None = None
         instance: wasmtime.Instance | None = None
         if ticker is not None:
@@ -366,14 +372,17 @@ class Runtime:
             if spare is not None:
                 store, instance = spare.store, spare.instance
                 self._arm(store, limits)
+                start, memory = spare.start, spare.memory
             else:
                 store = self._new_store(lean, stdin, limits, grants, argv0, out, err)
                 self._arm(store, limits)
                 pre = (program.pre_inline if inline else program.pre_lean) if lean else program.pre
                 instance = pre.instantiate(store)
+                start = _export_extern(store, instance, b"_start")
+                memory = _memory_binding(store, instance) if lean else None
             if lean:
-                _bind_memory(store, instance)
-            _call_start(store, instance)
+                _local.memory = memory
+            _call_start(store, start)
         except wasmtime.ExitTrap as exc:
             result.exit_code = exc.code
         except wasmtime.Trap as exc:
@@ -396,9 +405,9 @@ class Runtime:
         if failed and limits.memory_bytes is not None and instance is not None:
             assert store is not None
             # Only a failed call needs to know (see ``interpret``).
-            memory = _export(store, instance, b"memory")
-            if isinstance(memory, wasmtime.Memory):
-                result.memory_bytes = size = memory.data_len(store)
+            exported = _export(store, instance, b"memory")
+            if isinstance(exported, wasmtime.Memory):
+                result.memory_bytes = size = exported.data_len(store)
                 # wasmtime-py exposes no hook for a refused memory.grow (the guest just sees
                 # -1): a memory within 1/8 of the limit (or 1 MiB) counts as "growth refused".
                 headroom = max(16 * PAGE, limits.memory_bytes // 8)
@@ -419,27 +428,30 @@ class Runtime:
         argv0: str = "plugin",
         *,
         inline: bool = False,
-    ) -> None:
-        """Make the store and instance of the next such call of ``program`` now, so that the
-        call only runs it (a fresh store per call all the same: this one has never run any
-        guest code). For calls without directory grants, of modules without a start
-        function; a module that cannot be instantiated gets no spare (its call reports
-        why). Keeps at most one spare per key."""
+        depth: int = 1,
+    ) -> int:
+        """Make stores and instances for the next such calls of ``program`` now (up to
+        ``depth`` waiting), so that those calls only run them: still a fresh store per call,
+        one that has never run guest code. For calls without directory grants, of modules
+        without a start function; a module that cannot be instantiated gets none (its call
+        reports why). Returns how many are waiting. Made in a batch, on any thread: the
+        caches stay warm from one to the next."""
         if grants.dirs or program.has_start:
-            return
-        key = _spare_key(inline, limits, grants, argv0)
-        if key in program.spares:
-            return
-        store = self._new_store(True, b"", limits, grants, argv0, None, None)
-        # Instantiating may take fuel (constant expressions) and checks the epoch deadline;
-        # both are armed again when the call starts.
-        self._arm(store, limits)
+            return 0
+        pool = program.spares.setdefault(spare_key(inline, limits, grants, argv0), [])
         pre = program.pre_inline if inline else program.pre_lean
-        try:
-            instance = pre.instantiate(store)
-        except (wasmtime.WasmtimeError, wasmtime.Trap):
-            return
-        program.spares[key] = _Spare(store, instance)
+        while len(pool) < depth:
+            store = self._new_store(True, b"", limits, grants, argv0, None, None)
+            # Instantiating may take fuel (constant expressions) and checks the epoch
+            # deadline; both are armed again when the call starts.
+            self._arm(store, limits)
+            try:
+                instance = pre.instantiate(store)
+            except (wasmtime.WasmtimeError, wasmtime.Trap):
+                break
+            start = _export_extern(store, instance, b"_start")
+            pool.append(_Spare(store, instance, start, _memory_binding(store, instance)))
+        return len(pool)
 
     def _new_store(
         self,
@@ -484,9 +496,10 @@ class Runtime:
             store.set_epoch_deadline(self.ticker.ticks_for(timeout))
 
 
-def _spare_key(
-    inline: bool, limits: CallLimits, grants: CallGrants, argv0: str
-) -> tuple[bool, int | None, tuple[tuple[str, str], ...], str]:
+SpareKey = tuple[bool, int | None, tuple[tuple[str, str], ...], str]
+
+
+def spare_key(inline: bool, limits: CallLimits, grants: CallGrants, argv0: str) -> SpareKey:
     return (inline, limits.memory_bytes, grants.env, argv0)
 
 
@@ -587,20 +600,30 @@ def _export(store: wasmtime.Store, instance: wasmtime.Instance, name: bytes) -> 
     return wrap_extern(item) if found else None
 
 
-def _call_start(store: wasmtime.Store, instance: wasmtime.Instance) -> None:
+def _export_extern(store: wasmtime.Store, instance: wasmtime.Instance, name: bytes) -> Any:
+    """The raw C API extern of one export, or ``None``."""
+    item = ffi.wasmtime_extern_t()
+    found = ffi.wasmtime_instance_export_get(
+        store._context(), ctypes.byref(instance._instance), name, len(name), ctypes.byref(item)
+    )
+    return item if found else None
+
+
+def _call_start(store: wasmtime.Store, start: Any) -> None:
     """Call ``_start`` (checked at load to be ``() -> ()``) straight through the C API:
     ``Func.__call__`` introspects the function's type on every call, which costs more than
-    running a trivial plugin."""
-    item = ffi.wasmtime_extern_t()
-    context = store._context()
-    if not ffi.wasmtime_instance_export_get(
-        context, ctypes.byref(instance._instance), b"_start", 6, ctypes.byref(item)
-    ):
+    running a trivial plugin. Raises what wasmtime-py's own call would (``ExitTrap`` for
+    ``proc_exit``, ``Trap``, ``WasmtimeError``)."""
+    if start is None:
         raise wasmtime.WasmtimeError("module exports no _start")
-    with enter_wasm(store) as trap:
-        error = ffi.wasmtime_func_call(context, ctypes.byref(item.of.func), None, 0, None, 0, trap)
-        if error:
-            raise wasmtime.WasmtimeError._from_ptr(error)
+    trap = ctypes.POINTER(ffi.wasm_trap_t)()
+    error = ffi.wasmtime_func_call(
+        store._context(), ctypes.byref(start.of.func), None, 0, None, 0, ctypes.byref(trap)
+    )
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(error)
+    if trap:
+        raise wasmtime.Trap._from_ptr(trap)
 
 
 def _define_stdio(linker: wasmtime.Linker) -> None:
@@ -681,7 +704,7 @@ _MEMORY_KIND = ffi.WASMTIME_EXTERN_MEMORY.value
 
 def _guest_memory() -> tuple[int, int] | None:
     """Base address and size of the running instance's exported memory (looked up once per
-    run by ``_bind_memory``; read again on every use: ``memory.grow`` may move it)."""
+    run by ``_memory_binding``; read again on every use: ``memory.grow`` may move it)."""
     bound: tuple[int, int, object] | None = getattr(_local, "memory", None)
     if bound is None:
         return None
@@ -689,17 +712,16 @@ def _guest_memory() -> tuple[int, int] | None:
     return _memory_data(context, memory) or 0, _memory_data_size(context, memory)
 
 
-def _bind_memory(store: wasmtime.Store, instance: wasmtime.Instance) -> None:
-    item = ffi.wasmtime_extern_t()
-    context = store._context()
-    found = ffi.wasmtime_instance_export_get(
-        context, ctypes.byref(instance._instance), b"memory", 6, ctypes.byref(item)
-    )
-    if found and int(item.kind) == _MEMORY_KIND:
-        address = ctypes.cast(context, ctypes.c_void_p).value or 0
-        _local.memory = (address, ctypes.addressof(item.of.memory), item)
-    else:
-        _local.memory = None
+def _memory_binding(
+    store: wasmtime.Store, instance: wasmtime.Instance
+) -> tuple[int, int, object] | None:
+    """What ``_guest_memory`` reads the instance's exported memory through: the store's
+    context and the memory's addresses (and the extern that holds the latter)."""
+    item = _export_extern(store, instance, b"memory")
+    if item is None or int(item.kind) != _MEMORY_KIND:
+        return None
+    address = ctypes.cast(store._context(), ctypes.c_void_p).value or 0
+    return (address, ctypes.addressof(item.of.memory), item)
 
 
 # Private prototypes of two C API functions, returning plain addresses (wasmtime-py's
