@@ -210,7 +210,13 @@ def config(port: int) -> str:
     return base.replace('kind = "openai"\n', 'kind = "openai"\nmax_connections = 128\n', 1)
 
 
-def model_time(server: ScriptServer, prompt: str) -> float:
+async def model_time(server: ScriptServer, prompt: str) -> float:
+    """The time the server spent streaming this ask's answers. The daemon answers at the
+    stream's logical end ([DONE]) and the server may still be writing the end of the HTTP
+    body: wait (briefly) for its spans to close."""
+    with trio.fail_after(10):
+        while any(s.end == 0.0 for s in server.spans if s.task == prompt):  # noqa: ASYNC110
+            await trio.sleep(0.0005)
     return sum(s.end - s.start for s in server.spans if s.task == prompt)
 
 
@@ -242,7 +248,7 @@ async def main() -> None:
                         for i in range(STEP_ASKS):
                             prompt = f"steps {i}"
                             wall = await one(client, prompt, "stepper", workspace)
-                            per_step.append((wall - model_time(server, prompt)) / (STEPS + 1))
+                            per_step.append((wall - await model_time(server, prompt)) / (STEPS + 1))
                             per_step_direct.append((wall - direct * (STEPS + 1)) / (STEPS + 1))
                         cpu_step = (cpu_seconds(pid) - cpu0) / (STEP_ASKS * (STEPS + 1))
                         report_threads(pid, threads0, "steps", STEP_ASKS * (STEPS + 1))
@@ -252,7 +258,7 @@ async def main() -> None:
                         for i in range(SEQUENTIAL):
                             prompt = f"seq {i}"
                             wall = await one(client, prompt, "writer", workspace)
-                            seq.append(wall - model_time(server, prompt))
+                            seq.append(wall - await model_time(server, prompt))
                         cpu_seq = (cpu_seconds(pid) - cpu0) / SEQUENTIAL
                         report_threads(pid, threads0, "seq", SEQUENTIAL)
                     conc: list[float] = []
@@ -260,7 +266,7 @@ async def main() -> None:
                     async def worker(r: int, i: int) -> None:
                         prompt = f"conc {r}.{i}"
                         wall = await one(client, prompt, "writer", workspace)
-                        conc.append(wall - model_time(server, prompt))
+                        conc.append(wall - await model_time(server, prompt))
 
                     with Profiler(pid, "conc"):
                         cpu0, threads0 = cpu_seconds(pid), thread_cpu(pid)
@@ -282,7 +288,7 @@ async def main() -> None:
                         for r in range(PACED_PER_ASKER):
                             prompt = f"paced {i}.{r}"
                             wall = await one(client, prompt, "writer", workspace)
-                            paced.append(wall - model_time(server, prompt))
+                            paced.append(wall - await model_time(server, prompt))
 
                     cpu_paced = own_paced = wall_paced = 0.0
                     n_paced = CONCURRENT * PACED_PER_ASKER
