@@ -84,10 +84,19 @@ class ScriptServer(LLMServer):
         reply = self.script(turn)
         span = Span(turn.agent, time.monotonic(), task=turn.task)
         self.spans.append(span)
-        await stream.send_all(
+        # An answer without delays goes out in one write (a model that has it all at once;
+        # and one send per event would make this server cost more CPU than the daemon it
+        # is measured against); a paced one event by event.
+        out = [
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
             b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n\r\n"
-        )
+        ]
+
+        async def flush() -> None:
+            data = b"".join(out)
+            out.clear()
+            await stream.send_all(data)
+
         prefix = {
             "id": "chatcmpl-script",
             "object": "chat.completion.chunk",
@@ -108,7 +117,9 @@ class ScriptServer(LLMServer):
                 else []
             )
             obj["usage"] = usage
-            await stream.send_all(_chunk(b"data: " + _compact(obj) + b"\n\n"))
+            out.append(_chunk(b"data: " + _compact(obj) + b"\n\n"))
+            if reply.delay:
+                await flush()
 
         await event({"role": "assistant", "content": ""})
         if reply.text:
@@ -149,8 +160,9 @@ class ScriptServer(LLMServer):
             },
             choices=False,
         )
-        await stream.send_all(_chunk(b"data: [DONE]\n\n"))
-        await stream.send_all(_chunk(b""))
+        out.append(_chunk(b"data: [DONE]\n\n"))
+        out.append(_chunk(b""))
+        await flush()
         span.end = time.monotonic()
         return True
 
