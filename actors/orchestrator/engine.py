@@ -668,10 +668,21 @@ class TaskRun:
 
 
 def new_id(prefix: str) -> str:
-    """A task or conversation id: the day, then 48 random bits (ids are keys, not secrets:
-    a generator seeded once from the OS, no system call per id; 32 bits collided after some
-    tens of thousands of tasks a day)."""
-    return f"{prefix}{time.strftime('%Y%m%d')}-{_ids.getrandbits(48):012x}"
+    """A task or conversation id: the (local) day, then 48 random bits (ids are keys, not
+    secrets: a generator seeded once from the OS, no system call per id; 32 bits collided
+    after some tens of thousands of tasks a day)."""
+    return f"{prefix}{_today()}-{_ids.getrandbits(48):012x}"
 
 
 _ids = random.Random(os.urandom(32))
+_day: tuple[float, str] = (0.0, "")
+
+
+def _today() -> str:
+    """``time.strftime('%Y%m%d')``, formatted once a minute (it costs more than the rest
+    of an id)."""
+    global _day
+    now = time.time()
+    if now >= _day[0]:
+        _day = (now - now % 60 + 60, time.strftime("%Y%m%d", time.localtime(now)))
+    return _day[1]
