@@ -315,7 +315,9 @@ def _tune_gc() -> None:
     regexes) lives as long as the daemon, so it is moved out of the collector's sight
     (``gc.freeze``), and young collections run less often. Full collections then walk only
     what requests created since, instead of tens of milliseconds of startup objects that
-    landed in the slowest requests' latency."""
+    landed in the slowest requests' latency. An actor instance that ends gives them back to
+    the collector (``gc.unfreeze`` in the runtime): a crashed instance from start-up must
+    not live forever."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)

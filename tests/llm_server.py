@@ -19,6 +19,8 @@ full model string lets a failure happen only the first ``times`` requests (use a
   ``usage=0`` omits usage.
 - ``burst=1`` (any scenario): the whole body goes out in one write at the end, so the client
   gets many events in one read.
+- ``badend=1`` (any scenario): the body ends with broken chunk framing instead of the last
+  chunk (after the stream's own end, ``[DONE]`` or ``message_stop``).
 - ``tools``: one tool call ``get_weather({"city": "Paris"})`` split in fragments (after a
   short text in Anthropic's format).
 - ``status``: HTTP ``code`` (default 500), with a ``Retry-After`` of ``retry_after`` if given,
@@ -181,7 +183,8 @@ class LLMServer:
         if first:
             await trio.sleep(first)
         ok = await writer.write(stream)
-        await writer.flush(stream, b"0\r\n\r\n" if ok else b"")
+        end = b"0\r\n\r\n" if sc.params.get("badend") != "1" else b"zz\r\nnot a chunk\r\n"
+        await writer.flush(stream, end if ok else b"")
         return ok
 
 

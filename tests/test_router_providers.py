@@ -426,6 +426,20 @@ async def test_text_before_a_failure_in_the_same_read_still_goes_out(
     assert hits(server, "malformed;after=2;burst=1") == 1  # never replayed
 
 
+@pytest.mark.parametrize("provider", ["oa", "an"])
+@pytest.mark.parametrize("burst", ["1", "0"])
+async def test_a_broken_end_after_the_streams_own_end_fails_nothing(
+    server: LLMServer, provider: str, burst: str
+) -> None:
+    """The answer is whole at ``[DONE]`` / ``message_stop``: broken framing after it (read
+    with the answer, or later in the background) costs the connection, not the answer."""
+    h = Harness(server.port, models(f"m={provider}:text;burst={burst};badend=1"))
+    for _ in range(2):  # the broken connection is not reused
+        events, terminal = await h.chat("m")
+        assert isinstance(terminal, Finished), terminal
+        assert texts(events) == terminal.result.text == "".join(WORDS[:5])
+
+
 async def test_disconnect_after_a_burst_ends_with_an_error_and_keeps_the_text(
     server: LLMServer,
 ) -> None:

@@ -86,3 +86,26 @@ async def test_no_side_task_once_the_instance_stops() -> None:
             log: list[str] = []
             assert instance.start_soon(trio.sleep, 0) is False
             assert log == []
+
+
+async def test_an_instance_from_before_gc_freeze_is_collected_once_it_ends() -> None:
+    """The daemon freezes its start-up objects out of the collector's sight; an instance
+    made then that later crashes (held in a reference cycle, as by the bound methods an
+    actor hands out) must still be collected."""
+    import gc
+    import weakref
+
+    with trio.fail_after(5):
+        async with open_actor_system(tree()) as system:
+            instance = system._node("a").instance  # type: ignore[attr-defined]
+            instance.cycle = instance.handle  # a bound method: instance -> itself
+            gone = weakref.ref(instance)
+            del instance
+            gc.collect()
+            gc.freeze()
+            try:
+                await system.restart("a")
+                gc.collect()
+                assert gone() is None
+            finally:
+                gc.unfreeze()

@@ -155,6 +155,7 @@ class Response:
     (``read``)."""
 
     __slots__ = (
+        "_broken",
         "_buf",
         "_conn",
         "_framing",
@@ -184,6 +185,7 @@ class Response:
         #: the chunked framing) may be read after the exchange, off the reader's path.
         self.finish_later = False
         self._buf = rest  # body bytes that came with the head
+        self._broken: ProtocolError | None = None  # broken framing found after good data
         te = cl = None
         for k, v in headers:
             if k == b"transfer-encoding":
@@ -307,12 +309,27 @@ class Response:
             yield chunk
 
     def _dechunk(self) -> bytes:
-        """Take the chunk data ``_buf`` holds; keep an incomplete tail for the next read."""
+        """Take the chunk data ``_buf`` holds; keep an incomplete tail for the next read.
+        Broken framing after good chunks in the same read: the good data comes first, the
+        error with the next call (a reader may have all it needs before it)."""
+        if self._broken is not None:
+            raise self._broken
+        parts: list[bytes] = []
+        try:
+            return self._dechunk_into(parts)
+        except ProtocolError as exc:
+            if not parts:
+                raise
+            self._broken = exc
+            self.reusable = False
+            self._buf = b""
+            return b"".join(parts)
+
+    def _dechunk_into(self, parts: list[bytes]) -> bytes:
         buf = self._buf
         end = len(buf)
         pos = 0
         left = self._left
-        parts: list[bytes] = []
         while pos < end:
             if left == -1:  # a size line
                 nl = buf.find(b"\r\n", pos)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +107,10 @@ class ActorCell(Node):
         finally:
             self._tasks = None
             self.instance = None
+            # The daemon moves what it built at start-up out of the collector's sight
+            # (``gc.freeze``); an instance from then, with its reference cycles (bound
+            # methods it handed out), would never be collected once it is done.
+            gc.unfreeze()
             self._finish(post=not outer_cancel)
 
     def start_soon(self, instance: Actor, fn: Callable[..., Any], args: tuple[Any, ...]) -> bool:
@@ -113,7 +118,10 @@ class ActorCell(Node):
         tasks = self._tasks
         if tasks is None or instance is not self.instance or self._stop_requested:
             return False
-        tasks.start_soon(self._side_task, instance, fn, args)
+        try:
+            tasks.start_soon(self._side_task, instance, fn, args)
+        except RuntimeError:  # the workers' nursery closed (a crash) before _tasks was cleared
+            return False
         return True
 
     async def _side_task(

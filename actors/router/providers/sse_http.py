@@ -111,8 +111,14 @@ async def post_sse(
                     # the chunked framing: take what has arrived; if that is not all, it
                     # is read in the background, off the caller's path (the connection
                     # is pooled after).
-                    while receive_nowait() is not None:
-                        pass
+                    try:
+                        while receive_nowait() is not None:
+                            pass
+                    except ProtocolError:
+                        # The answer is whole: a broken end of the body fails nothing
+                        # but the connection (closed, not pooled, as not complete).
+                        response.reusable = False
+                        return
                     response.finish_later = True
                     return
                 await flush()
