@@ -170,15 +170,18 @@ class _Watchdog:
 
     __slots__ = ("deadline", "first", "got_token", "idle", "scope", "slack", "total")
 
-    def __init__(self, scope: trio.CancelScope, t: Any) -> None:
-        now = trio.current_time()
+    def __init__(self, scope: trio.CancelScope, t: Any, now: float | None = None) -> None:
+        if now is None:
+            now = trio.current_time()
         self.scope = scope
         self.idle = t.idle_timeout
         self.slack = min(1.0, 0.05 * self.idle)
         self.total = now + t.total_timeout
         self.first = now + t.first_token_timeout
         self.got_token = False
-        self.deadline = scope.deadline = min(self.first, self.total)
+        self.deadline = min(self.first, self.total)
+        if scope.deadline != self.deadline:  # moving it costs a trip through the heap
+            scope.deadline = self.deadline
 
     def activity(self) -> None:
         need = trio.current_time() + self.idle
@@ -620,8 +623,11 @@ class Router:
             temperature=chat.temperature,
         )
         timeouts = dep.provider_config or _LOCAL_TIMEOUTS
-        with trio.CancelScope() as scope:
-            watchdog = sink.watchdog = _Watchdog(scope, timeouts)
+        # The scope is entered with the watchdog's first deadline (not moved to it after).
+        now = trio.current_time()
+        first = now + min(timeouts.first_token_timeout, timeouts.total_timeout)
+        with trio.CancelScope(deadline=first) as scope:
+            watchdog = sink.watchdog = _Watchdog(scope, timeouts, now)
             try:
                 return await provider.stream(request, sink)
             finally:
