@@ -89,7 +89,7 @@ class PluginActor(Actor):
         self._slow: dict[tuple[str, str], float] = {}
         self._strikes: dict[tuple[str, str], int] = {}
         self._templates: dict[tuple[str, str], _Tool] = {}
-        #: Stores of inline runs, freed after their answers went out.
+        #: Stores of inline runs, freed in a batch on a worker thread (``_refill``).
         self._spent: list[object] = []
         #: The kinds of inline calls whose stores are made ahead, most recent last.
         self._wanted: OrderedDict[

@@ -12,7 +12,7 @@ and no network), an epoch deadline, fuel when the manifest sets it, a memory lim
 engine's maximum wasm stack. When no directory is granted, ``fd_read`` and ``fd_write`` are
 served by ``_fd_read`` and ``_fd_write`` on the calling thread (fd 0 is then the only
 readable fd, 1 and 2 the only writable ones), so the store does not depend on the call and
-``Runtime.prepare`` can make the next call's store ahead of it; otherwise by wasmtime's WASI
+``Runtime.prepare`` can make the next calls' stores ahead of them; otherwise by wasmtime's WASI
 (stdin bytes, custom output callbacks that run on a wasmtime worker thread).
 ``run`` never raises for anything the guest does: it reports what happened in a
 ``RunResult`` and ``interpret`` turns that into a JSON value or a ``SandboxError`` with a
