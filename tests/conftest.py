@@ -12,14 +12,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import zmq
 
 from convergiod.paths import Paths, resolve
 
 
 class DaemonProcess:
     """A ``convergio daemon run`` subprocess on its own home directory."""
+
+    #: Lead a process group of its own, as a daemon in a terminal does (``make run``).
+    new_session = False
 
     def __init__(self, home: Path, config: str | None = None) -> None:
         self.home = home
@@ -43,6 +48,7 @@ class DaemonProcess:
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
+                start_new_session=self.new_session,
             )
         return self.proc
 
@@ -100,6 +106,22 @@ class DaemonProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+@pytest.fixture
+def ctx() -> collections.abc.Iterator[zmq.Context[Any]]:
+    """A ZeroMQ context for socket-level tests, destroyed without lingering."""
+    context: zmq.Context[Any] = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+@pytest.fixture
+def ipc_dir() -> collections.abc.Iterator[str]:
+    # tmp_path can exceed the ~107 byte limit of a unix socket path.
+    path = tempfile.mkdtemp(prefix="zt", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

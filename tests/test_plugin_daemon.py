@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -263,17 +261,7 @@ def _none_left(home: Path, within: float) -> bool:
 class _GroupLeader(DaemonProcess):
     """A daemon leading its own process group, as in a terminal (``make run``)."""
 
-    def spawn(self) -> subprocess.Popen[bytes]:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "convergiod", "daemon", "run"],
-                env=self.env,
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        return self.proc
+    new_session = True
 
 
 @pytest.mark.parametrize("how", ["group-signal", "sigkill"])

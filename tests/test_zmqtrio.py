@@ -5,10 +5,8 @@ Every test that waits runs under ``trio.fail_after`` so a hang fails fast.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,21 +17,6 @@ import zmq
 from convergiod.zmqtrio import TrioSocket, open_socket
 
 GUARD = 5.0  # seconds before a would-be hang fails the test
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture
-def ipc_dir() -> Iterator[str]:
-    # tmp_path can exceed the ~107 byte limit of a unix socket path.
-    path = tempfile.mkdtemp(prefix="zt", dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @asynccontextmanager

@@ -4,10 +4,7 @@ edge the pump was waiting for."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,20 +14,6 @@ import zmq
 from convergiod.zmqtrio import open_socket
 
 GUARD = 5.0
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture
-def ipc_dir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="zr", dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_every_message_reaches_the_receiver_in_order(

@@ -702,20 +702,10 @@ _U32 = 0xFFFFFFFF
 _MEMORY_KIND = ffi.WASMTIME_EXTERN_MEMORY.value
 
 
-def _guest_memory() -> tuple[int, int] | None:
-    """Base address and size of the running instance's exported memory (looked up once per
-    run by ``_memory_binding``; read again on every use: ``memory.grow`` may move it)."""
-    bound: tuple[int, int, object] | None = getattr(_local, "memory", None)
-    if bound is None:
-        return None
-    context, memory, _ = bound
-    return _memory_data(context, memory) or 0, _memory_data_size(context, memory)
-
-
 def _memory_binding(
     store: wasmtime.Store, instance: wasmtime.Instance
 ) -> tuple[int, int, object] | None:
-    """What ``_guest_memory`` reads the instance's exported memory through: the store's
+    """What ``_iovecs`` reads the instance's exported memory through: the store's
     context and the memory's addresses (and the extern that holds the latter)."""
     item = _export_extern(store, instance, b"memory")
     if item is None or int(item.kind) != _MEMORY_KIND:
@@ -734,9 +724,17 @@ _memory_data_size.restype = ctypes.c_size_t
 _memory_data_size.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 
 
-def _iovecs(base: int, size: int, iovs: int, count: int, out: int) -> list[tuple[int, int]] | None:
-    """The (pointer, length) pairs of a guest iovec array, or ``None`` if the array, a
-    buffer or the ``out`` word lies outside the guest's memory."""
+def _iovecs(iovs: int, count: int, out: int) -> tuple[int, list[tuple[int, int]]] | None:
+    """The base address of the running instance's memory and the (pointer, length) pairs of
+    a guest iovec array, or ``None`` if there is no memory or the array, a buffer or the
+    ``out`` word lies outside it. The memory was looked up once per run
+    (``_memory_binding``); its address and size are read on every use (``memory.grow`` may
+    move it)."""
+    bound: tuple[int, int, object] | None = getattr(_local, "memory", None)
+    if bound is None:
+        return None
+    context, memory, _ = bound
+    base, size = _memory_data(context, memory) or 0, _memory_data_size(context, memory)
     iovs, count, out = iovs & _U32, count & _U32, out & _U32
     if iovs + 8 * count > size or out + 4 > size:
         return None
@@ -745,7 +743,7 @@ def _iovecs(base: int, size: int, iovs: int, count: int, out: int) -> list[tuple
     for ptr, length in pairs:
         if ptr + length > size:
             return None
-    return pairs
+    return base, pairs
 
 
 def _fd_write(fd: int, iovs: int, count: int, nwritten: int) -> int:
@@ -754,13 +752,10 @@ def _fd_write(fd: int, iovs: int, count: int, nwritten: int) -> int:
     sinks: tuple[_CappedSink, _CappedSink] | None = getattr(_local, "sinks", None)
     if sinks is None or fd not in (1, 2):
         return _EBADF
-    memory = _guest_memory()
-    if memory is None:
+    found = _iovecs(iovs, count, nwritten)
+    if found is None:
         return _EFAULT
-    base, size = memory
-    pairs = _iovecs(base, size, iovs, count, nwritten)
-    if pairs is None:
-        return _EFAULT
+    base, pairs = found
     sink = sinks[fd - 1]
     total = 0
     for ptr, length in pairs:
@@ -779,13 +774,10 @@ def _fd_read(fd: int, iovs: int, count: int, nread: int) -> int:
     source: _Source | None = getattr(_local, "source", None)
     if source is None or fd != 0:
         return _EBADF
-    memory = _guest_memory()
-    if memory is None:
+    found = _iovecs(iovs, count, nread)
+    if found is None:
         return _EFAULT
-    base, size = memory
-    pairs = _iovecs(base, size, iovs, count, nread)
-    if pairs is None:
-        return _EFAULT
+    base, pairs = found
     data, pos, total = source.data, source.pos, 0
     for ptr, length in pairs:
         take = min(length, len(data) - pos)

@@ -237,22 +237,13 @@ class Response:
                 if left == 0:
                     self.complete = True
                     break
-                buf = self._buf
-                if buf:
-                    self._buf = b""
-                else:
-                    buf = await self._conn.receive()
-                    if not buf:
+                if not self._buf:
+                    self._buf = await self._conn.receive()
+                    if not self._buf:
                         raise ProtocolError(
                             "the server closed the connection before the body ended"
                         )
-                if len(buf) > left:
-                    self.reusable = False  # bytes after the body: do not trust the rest
-                    buf = buf[:left]
-                self._left = left = left - len(buf)
-                if left == 0:
-                    self.complete = True
-                return buf
+                return self._take_length()
             else:
                 buf = self._buf
                 if buf:
