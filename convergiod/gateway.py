@@ -65,6 +65,10 @@ class Caller:
 LOCAL_ADMIN_TENANT = "local"
 #: A streaming handler yields to the scheduler at least once per this many events.
 EMIT_YIELD_EVERY = 64
+#: A batch (``Request.batch``) has at most this many frames, and stops growing once it
+#: passes BATCH_MAX_BYTES.
+BATCH_MAX_FRAMES = 64
+BATCH_MAX_BYTES = 1 << 20
 
 
 class RequestContext:
@@ -91,6 +95,13 @@ class RequestContext:
             return
         self._seq += 1
         msg = protocol.Event(id=self.id, seq=self._seq, body=body)
+        if self._entry.batch:
+            self._gateway.queue(self.ident, msg)
+            if self._seq % EMIT_YIELD_EVERY:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            else:
+                await trio.lowlevel.checkpoint()
+            return
         if self._seq % EMIT_YIELD_EVERY and self._gateway.send_now(self.ident, msg):
             await trio.lowlevel.checkpoint_if_cancelled()
             return
@@ -168,6 +179,8 @@ class _InFlight:
     silent: bool = False
     #: The answer of a request answered later by callback (no task; see ``_defer``).
     pending: Pending | None = None
+    #: The client takes batches (``Request.batch``): frames go through ``Gateway.queue``.
+    batch: bool = False
 
 
 @dataclass
@@ -213,6 +226,10 @@ class Gateway:
         self._idle.set()
         self._nursery: trio.Nursery | None = None
         self._pong = Pong(version=version, protocol=protocol.PROTOCOL_VERSION, pid=pid)
+        #: Frames for clients that take batches, by client, until the flusher sends them.
+        self._outbox: dict[bytes, list[bytes]] = {}
+        #: The flusher task while it waits for frames (see ``_flush_loop``).
+        self._flusher: trio.lowlevel.Task | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -244,6 +261,7 @@ class Gateway:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._expire_deferred)
+            nursery.start_soon(self._flush_loop)
             self.router.set_receiver(receive_here)
             try:
                 task_status.started()
@@ -267,6 +285,8 @@ class Gateway:
                 self._interrupt(key, entry)
             with trio.move_on_after(1.0):
                 await self._idle.wait()
+        # The last answers may still be queued for their batch.
+        self._flush_now()
 
     def drop_client(self, key: str) -> int:
         """A revoked client: end its requests in flight without another frame. Returns how
@@ -293,6 +313,58 @@ class Gateway:
             return self.router.try_send_multipart((ident, protocol.encode(msg)))
         except trio.ClosedResourceError:
             return True
+
+    def queue(self, ident: bytes, msg: protocol.ServerMessage) -> None:
+        """Send ``msg`` (of a request that takes batches) with the other frames for this
+        client made in this pass of the scheduler: the flusher, woken here, runs after the
+        tasks that are running now and sends each client's frames as one message. Never
+        yields; the order of a client's frames is kept."""
+        frame = protocol.encode(msg)
+        frames = self._outbox.get(ident)
+        if frames is None:
+            self._outbox[ident] = [frame]
+        else:
+            frames.append(frame)
+        flusher = self._flusher
+        if flusher is not None:
+            self._flusher = None
+            trio.lowlevel.reschedule(flusher)
+
+    async def _flush_loop(self) -> None:
+        """Send what ``queue`` gathered, one message per client (split past BATCH_MAX_*)."""
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._flusher = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        try:
+            while True:
+                if not self._outbox:
+                    self._flusher = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(abort)
+                # Frames queued while this pass sends find no flusher parked: the loop
+                # looks at the outbox again before it parks.
+                outbox, self._outbox = self._outbox, {}
+                for ident, frames in outbox.items():
+                    for batch in _batches(ident, frames):
+                        try:
+                            if not self.router.try_send_multipart(batch):
+                                await self.router.send_multipart(batch)
+                        except trio.ClosedResourceError:
+                            log.debug("frames for a closed socket dropped")
+        finally:
+            self._flusher = None
+            self._flush_now()  # cancelled (the gateway stops): what is left goes now
+
+    def _flush_now(self) -> None:
+        """Send what is queued without waiting (a ``ROUTER`` takes it or drops it)."""
+        outbox, self._outbox = self._outbox, {}
+        for ident, frames in outbox.items():
+            for batch in _batches(ident, frames):
+                try:
+                    self.router.try_send_multipart(batch)
+                except trio.ClosedResourceError:
+                    return
 
     def _reply(self, ident: bytes, msg: protocol.ServerMessage) -> None:
         """Send from the receive loop without yielding; if the socket will not take the
@@ -565,7 +637,7 @@ class Gateway:
         scope = trio.CancelScope()
         if req.deadline is not None:
             scope.deadline = trio.current_time() + req.deadline
-        entry = _InFlight(scope=scope, caller=caller)
+        entry = _InFlight(scope=scope, caller=caller, batch=req.batch)
         self._admit(key, entry)
         assert self._nursery is not None
         self._nursery.start_soon(self._run, ident, req, handler, caller, entry)
@@ -594,7 +666,11 @@ class Gateway:
                 reply = _interrupted(req.id, entry.reason, req.deadline)
             if isinstance(reply, Failure):
                 self.counters.failures += 1
-            if not entry.silent:
+            if entry.silent:
+                pass
+            elif entry.batch:
+                self.queue(ident, reply)  # after the request's events, in their batch
+            else:
                 # No await: the reply goes out now (a ROUTER takes it or drops it), or a
                 # task sends it, so it cannot be cancelled and costs no scheduler trip.
                 self._reply(ident, reply)
@@ -609,6 +685,25 @@ class Gateway:
             self._release(key)
             if self.limiter is not None:
                 self.limiter.leave(caller.tenant)
+
+
+def _batches(ident: bytes, frames: list[bytes]) -> list[tuple[bytes, ...]]:
+    """``frames`` for ``ident`` as multipart messages of at most BATCH_MAX_FRAMES frames,
+    each closed once it passes BATCH_MAX_BYTES (a frame is never split)."""
+    if len(frames) <= BATCH_MAX_FRAMES and sum(map(len, frames)) <= BATCH_MAX_BYTES:
+        return [(ident, *frames)]
+    out: list[tuple[bytes, ...]] = []
+    part: list[bytes] = [ident]
+    size = 0
+    for frame in frames:
+        part.append(frame)
+        size += len(frame)
+        if len(part) > BATCH_MAX_FRAMES or size >= BATCH_MAX_BYTES:
+            out.append(tuple(part))
+            part, size = [ident], 0
+    if len(part) > 1:
+        out.append(tuple(part))
+    return out
 
 
 def _interrupted(request_id: int, reason: ErrorCode, deadline: float | None) -> Failure:

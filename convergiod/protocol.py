@@ -403,12 +403,20 @@ Op = (
 
 class Request(_Base, tag="request"):
     """``id`` is chosen by the client and must be unique among its requests in flight.
-    ``deadline`` is a relative budget in seconds, counted from receipt by the daemon."""
+    ``deadline`` is a relative budget in seconds, counted from receipt by the daemon.
+
+    ``batch``: the client takes several server frames in one ZeroMQ message. The daemon
+    then sends this request's events and its terminal frame together with the other frames
+    for the same client made in the same pass of its scheduler, as one multipart message
+    (one ``Event``/``Result``/``Failure`` per frame, in order). Without it (the default, and
+    what a daemon that does not know the field does) every frame is a message of its own.
+    """
 
     id: RequestId
     op: Op
     deadline: Seconds | None = None
     v: int = PROTOCOL_VERSION
+    batch: bool = False
 
 
 class Cancel(_Base, tag="cancel"):

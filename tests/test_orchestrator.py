@@ -250,9 +250,42 @@ async def test_task_past_its_time_limit_is_cancelled_cleanly(
             with pytest.raises(RemoteError) as info:
                 await collect(client, p.Ask(prompt="go", agent="writer", workspace=str(tmp_path)))
             assert info.value.code == "timeout"
+            assert "time limit of 0.6 s" in info.value.message
             tasks = await client.call(p.TaskListOp())
             assert tasks.tasks[0].status == "failed"
             assert (await client.call(p.Ping())).pid == d.proc.pid  # type: ignore[union-attr]
+
+
+SLOWPOKE = """+++
+name = "slowpoke"
+description = "an agent with a short time limit"
+[limits]
+timeout = 0.5
++++
+You are slowpoke.
+"""
+
+
+async def test_root_agent_past_its_own_time_limit_fails_with_its_name(
+    daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    """The root agent's limit is shorter than the task's: the agent's limit ends the task,
+    and the error names the agent."""
+
+    def script(turn: Turn) -> Reply:
+        return Reply(text="very slow words " * 20, chunks=20, delay=0.2)
+
+    async with scripted(script) as server:
+        d = daemon_factory(router_config(server.port), start=False)
+        write_agents(d, slowpoke=SLOWPOKE)
+        d.start()
+        async with open_client(paths=d.paths) as client:
+            with pytest.raises(RemoteError) as info:
+                await collect(client, p.Ask(prompt="go", agent="slowpoke", workspace=str(tmp_path)))
+            assert info.value.code == "timeout"
+            assert "agent slowpoke exceeded its time limit of 0.5 s" in info.value.message
+            tasks = await client.call(p.TaskListOp())
+            assert tasks.tasks[0].status == "failed"
 
 
 async def test_model_without_tool_support_answers_directly_and_says_so(

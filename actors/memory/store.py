@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import apsw
-import outcome
 import trio
 
 from convergiod.config import MemoryConfig
@@ -237,17 +236,12 @@ class TenantDB:
         """``write`` with no task waiting (see ``Writer.write_later``); database errors
         arrive as ``OpError``, as from ``write``."""
         self._check()
-        pending = self.writer.write_later(fn, atomic=atomic, many=many, arg=arg)
-        answer = Pending()
+        return self.writer.write_later(
+            fn, atomic=atomic, many=many, arg=arg, translate=self._translate
+        )
 
-        def relay(result: outcome.Outcome[Any]) -> None:
-            if isinstance(result, outcome.Error) and isinstance(result.error, apsw.Error):
-                answer.fail(self._failed(result.error))
-            else:
-                answer._set(result)
-
-        pending.on_done(relay)
-        return answer
+    def _translate(self, exc: BaseException) -> BaseException:
+        return self._failed(exc) if isinstance(exc, apsw.Error) else exc
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         self._check()

@@ -72,6 +72,7 @@ class _Job(Generic[T]):
         "result",
         "taken",
         "task",
+        "translate",
     )
 
     def __init__(
@@ -82,8 +83,11 @@ class _Job(Generic[T]):
         many: ManyFn | None = None,
         arg: Any = None,
         pending: Pending | None = None,
+        translate: Callable[[BaseException], BaseException] | None = None,
     ) -> None:
         self.fn = fn
+        #: For ``pending``: what a failure becomes (e.g. an apsw error, an ``OpError``).
+        self.translate = translate
         self.exclusive = exclusive  # fn(con) outside any transaction, alone
         self.atomic = atomic  # needs no savepoint of its own
         self.many = many
@@ -141,14 +145,23 @@ class Writer:
         return await self._submit(_Job(fn, exclusive=False, atomic=atomic, many=many, arg=arg))
 
     def write_later(
-        self, fn: WriteFn[Any], *, atomic: bool = False, many: ManyFn | None = None, arg: Any = None
+        self,
+        fn: WriteFn[Any],
+        *,
+        atomic: bool = False,
+        many: ManyFn | None = None,
+        arg: Any = None,
+        translate: Callable[[BaseException], BaseException] | None = None,
     ) -> Pending:
         """``write`` with no task waiting: the returned ``Pending`` is resolved with the
-        result once committed (or failed), on the Trio thread."""
+        result once committed (or failed, with ``translate(error)`` if given), on the Trio
+        thread."""
         if many is not None and not atomic:
             raise ValueError("only atomic writes can be grouped")
         pending = Pending()
-        self._enqueue(_Job(fn, exclusive=False, atomic=atomic, many=many, arg=arg, pending=pending))
+        job = _Job(fn, exclusive=False, atomic=atomic, many=many, arg=arg, pending=pending)
+        job.translate = translate
+        self._enqueue(job)
         return pending
 
     async def exclusive(self, fn: Callable[[apsw.Connection], T]) -> T:
@@ -326,6 +339,8 @@ class Writer:
             if pending is not None:
                 if job.error is None:
                     pending.resolve(job.result)
+                elif job.translate is not None:
+                    pending.fail(job.translate(job.error))
                 else:
                     pending.fail(job.error)
             else:

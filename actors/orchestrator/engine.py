@@ -162,14 +162,16 @@ class TaskRun:
         context: list[rt.Message] | None = None,
         *,
         nursery: trio.Nursery | None = None,
+        timed: bool = True,
     ) -> str:
         """Run the task's root agent; returns once every checkpoint is written, or with
         ``nursery``, as soon as the answer is there: checkpoints still being written are
-        tasks of that nursery."""
+        tasks of that nursery. ``timed=False``: the caller enforces the agent's time limit
+        (``run_agent``)."""
         if nursery is not None:
             self._nursery = nursery
             return await self.run_agent(
-                agent, prompt, path=agent.name, chain=(agent.name,), context=context
+                agent, prompt, path=agent.name, chain=(agent.name,), context=context, timed=timed
             )
         async with trio.open_nursery() as own:
             self._nursery = own
@@ -189,9 +191,14 @@ class TaskRun:
         path: str,
         chain: tuple[str, ...],
         context: list[rt.Message] | None = None,
+        timed: bool = True,
     ) -> str:
-        """Run ``agent`` on ``task_text`` until it answers or hits a limit (``OpError``)."""
+        """Run ``agent`` on ``task_text`` until it answers or hits a limit (``OpError``).
+        ``timed=False``: the caller bounds it by ``agent.limits.timeout`` (one cancel scope
+        fewer for a task's root agent, whose task has a scope anyway)."""
         limits = agent.limits
+        if not timed:
+            return await self._loop(agent, task_text, path, chain, context or [])
         with trio.CancelScope(deadline=trio.current_time() + limits.timeout) as scope:
             return await self._loop(agent, task_text, path, chain, context or [])
         assert scope.cancelled_caught

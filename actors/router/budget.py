@@ -43,6 +43,9 @@ class BudgetDecision:
         return max(0.0, self.limit - self.spent) if self.limit else float("inf")
 
 
+_NO_BUDGET = BudgetDecision("none")
+
+
 class Budgets:
     def __init__(
         self,
@@ -53,7 +56,7 @@ class Budgets:
         clock: Callable[[], float] = time.time,
         publish: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
-        self.config = config
+        self._config = config
         self.ledger = ledger
         self.store = store
         self.clock = clock
@@ -62,6 +65,18 @@ class Budgets:
         self._counted: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._warned: set[tuple[str, str, float, str]] = set()
         self.overrides: dict[str, dict[str, Any]] = self._load()
+        #: ``_scopes`` by (tenant, agent): asked before every call, changed only by
+        #: ``set`` and a new config.
+        self._scope_cache: dict[tuple[str, str | None], list[tuple[str, str | None, float]]] = {}
+
+    @property
+    def config(self) -> RouterBudgetConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: RouterBudgetConfig) -> None:
+        self._config = config
+        self._scope_cache.clear()
 
     # ------------------------------------------------------------------ limits
 
@@ -87,6 +102,15 @@ class Budgets:
         return {a: float(v) for a, v in limits.items() if v}
 
     def _scopes(self, tenant: str, agent: str | None) -> list[tuple[str, str | None, float]]:
+        key = (tenant, agent)
+        scopes = self._scope_cache.get(key)
+        if scopes is None:
+            if len(self._scope_cache) >= 4096:
+                self._scope_cache.clear()
+            scopes = self._scope_cache[key] = self._limits(tenant, agent)
+        return scopes
+
+    def _limits(self, tenant: str, agent: str | None) -> list[tuple[str, str | None, float]]:
         scopes: list[tuple[str, str | None, float]] = []
         limit = self.tenant_limit(tenant)
         if limit > 0:
@@ -144,8 +168,11 @@ class Budgets:
 
     async def check(self, tenant: str, agent: str | None) -> BudgetDecision:
         """The most severe state over the tenant's and the agent's budgets."""
-        worst = BudgetDecision("none")
-        for scope, who, limit in self._scopes(tenant, agent):
+        scopes = self._scopes(tenant, agent)
+        if not scopes:
+            return _NO_BUDGET
+        worst = _NO_BUDGET
+        for scope, who, limit in scopes:
             spent = await self.spent(tenant, who)
             decision = BudgetDecision(self._state(spent / limit), scope, spent, limit)
             if _RANK[decision.state] > _RANK[worst.state] or (
@@ -204,6 +231,7 @@ class Budgets:
 
     async def set(self, tenant: str, agent: str | None, limit: float) -> BudgetLine:
         entry = self.overrides.setdefault(tenant, {})
+        self._scope_cache.clear()
         if agent is None:
             entry["tenant_daily"] = limit
         else:

@@ -224,43 +224,47 @@ async def _run_task(
 
         status, finished = "failed", False
         text = ""
+        # One cancel scope bounds the task and its root agent: the nursery's, with the
+        # nearer of the two deadlines (each scope costs the event loop several µs).
+        if agent.limits.timeout < config.task_timeout:
+            limit = agent.limits.timeout
+            too_slow = f"agent {agent.name} exceeded its time limit of {limit:g} s"
+        else:
+            limit = config.task_timeout
+            too_slow = f"task {task} exceeded its time limit of {limit:g} s"
         try:
-            with trio.fail_after(config.task_timeout):
-                # The nursery holds the task's writes when the memory actor cannot take
-                # them at once: its record, checkpoints still being written when the
-                # answer is there.
-                async with trio.open_nursery() as nursery:
-                    if new_conversation:
-                        record(nursery.cancel_scope)
-                    context = await ctxmod.build(
-                        memory,
-                        tenant=tenant,
-                        conversation=conversation,
-                        prompt=prompt,
-                        config=config,
-                        history=not new_conversation,
-                        resumed=not fresh,
-                    )
-                    if not new_conversation:
-                        # After the history is read: it must not contain this prompt yet.
-                        record(nursery.cancel_scope)
-                    text = await run.run(agent, prompt, context, nursery=nursery)
-                    if not recorded.is_set():
-                        await recorded.wait()
-                    for pending in submitted:
-                        await asks.settle(pending)
-                    await run.settle()
-                    status, finished = "done", True
-                    # The end's record commits after the task's steps (the writer keeps
-                    # the order of submission).
-                    await finish("done", text)
+            # The nursery holds the task's writes when the memory actor cannot take them
+            # at once: its record, checkpoints still being written when the answer is there.
+            async with trio.open_nursery() as nursery:
+                nursery.cancel_scope.deadline = trio.current_time() + limit
+                if new_conversation:
+                    record(nursery.cancel_scope)
+                context = await ctxmod.build(
+                    memory,
+                    tenant=tenant,
+                    conversation=conversation,
+                    prompt=prompt,
+                    config=config,
+                    history=not new_conversation,
+                    resumed=not fresh,
+                )
+                if not new_conversation:
+                    # After the history is read: it must not contain this prompt yet.
+                    record(nursery.cancel_scope)
+                text = await run.run(agent, prompt, context, nursery=nursery, timed=False)
+                if not recorded.is_set():
+                    await recorded.wait()
+                for pending in submitted:
+                    await asks.settle(pending)
+                await run.settle()
+                status, finished = "done", True
+                # The end's record commits after the task's steps (the writer keeps the
+                # order of submission).
+                await finish("done", text)
             if failed:
                 raise failed[0]
-        except trio.TooSlowError:
-            status = "failed"
-            raise OpError(
-                "timeout", f"task {task} exceeded its time limit of {config.task_timeout:g} s"
-            ) from None
+            if nursery.cancel_scope.cancelled_caught:
+                raise OpError("timeout", too_slow)
         except BaseException as exc:
             if _is_cancellation(exc):
                 status = "cancelled"
@@ -314,6 +318,7 @@ async def _finish(
     from convergiod.actors.memory import asks
     from convergiod.actors.memory import messages as mem
     from convergiod.actors.tool import messages as tl
+    from convergiod.runtime import NOT_NOW, Pending
 
     assert daemon.system is not None
     memory = daemon.system.ref("memory")
@@ -333,15 +338,32 @@ async def _finish(
         result=result,
         message=message,
     )
-    with trio.CancelScope(shield=True, deadline=trio.current_time() + 30):
-        if status == "cancelled":
-            daemon.system.ref("tool").send(tl.CancelTool(tenant=tenant, request_id=run.request_id))
+    log = logging.getLogger("convergiod.orchestrator")
+    pending: Any = NOT_NOW
+    if status == "done":
         try:
-            await asks.ask(memory, write, timeout=10.0)
+            pending = memory.ask_now(write)
         except Exception:
-            logging.getLogger("convergiod.orchestrator").exception(
-                "could not record the end of task %s", task
-            )
+            log.exception("could not record the end of task %s", task)
+            pending = None
+    if type(pending) is Pending:
+        # Submitted to the group commit: it commits whatever becomes of this task now, and
+        # the answer waits for it (no shield needed: a cancel here loses nothing).
+        try:
+            await asks.settle(pending)
+        except Exception:
+            log.exception("could not record the end of task %s", task)
+    elif pending is NOT_NOW:
+        # Maybe while being cancelled: shielded, bounded.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + 30):
+            if status == "cancelled":
+                daemon.system.ref("tool").send(
+                    tl.CancelTool(tenant=tenant, request_id=run.request_id)
+                )
+            try:
+                await asks.ask(memory, write, timeout=10.0)
+            except Exception:
+                log.exception("could not record the end of task %s", task)
     daemon.publish(f"task.{task}.{status}", {"tenant": tenant, "steps": run.steps})
 
 

@@ -20,7 +20,7 @@ from convergiod.actors.router.messages import Message, ToolSpec
 from convergiod.actors.router.reliability import ProviderError
 from convergiod.config import RouterProviderConfig
 
-from .base import Outcome, ProviderRequest, Sink, api_key
+from .base import Outcome, ProviderRequest, Sink, api_key, tools_once
 from .sse_http import post_sse
 
 __all__ = ["AnthropicProvider", "to_anthropic"]
@@ -109,7 +109,7 @@ class AnthropicProvider:
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if request.tools:
-            body["tools"] = _tools(request.tools)
+            body["tools"] = tools_once(request.tools, _tools)
         headers = [
             ("content-type", "application/json"),
             ("accept", "text/event-stream"),

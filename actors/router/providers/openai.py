@@ -20,7 +20,7 @@ from convergiod.actors.router.messages import Message, ToolSpec
 from convergiod.actors.router.reliability import ProviderError
 from convergiod.config import RouterProviderConfig
 
-from .base import Outcome, ProviderRequest, Sink, api_key
+from .base import Outcome, ProviderRequest, Sink, api_key, tools_once
 from .sse_http import post_sse
 
 __all__ = ["OpenAIProvider", "to_openai_messages"]
@@ -119,7 +119,7 @@ class OpenAIProvider:
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if request.tools:
-            body["tools"] = _tools(request.tools)
+            body["tools"] = tools_once(request.tools, _tools)
         headers = [("content-type", "application/json"), ("accept", "text/event-stream")]
         key = api_key(self.config.api_key_env)
         if key:

@@ -121,7 +121,7 @@ class AsyncClient:
         self._pending[rid] = pending = _Pending()
         done = False
         try:
-            await self._send(protocol.Request(id=rid, op=op, deadline=deadline))
+            await self._send(protocol.Request(id=rid, op=op, deadline=deadline, batch=True))
             while True:
                 msg = await self._next(rid, self.timeout if timeout is None else timeout)
                 if type(msg) is protocol.Event:
@@ -171,12 +171,12 @@ class AsyncClient:
         return pending.frames.popleft()
 
     def _receive(self, msgs: list[list[bytes]]) -> None:
-        """The messages from the daemon, as the socket gets them (``set_receiver``)."""
+        """The messages from the daemon, as the socket gets them (``set_receiver``). Requests
+        are sent with ``batch``: a message may hold several frames, each a whole message."""
+        dispatch = self._dispatch
         for frames in msgs:
-            if len(frames) == 1:
-                self._dispatch(frames[0])
-            else:
-                log.warning("multipart message from the daemon dropped")
+            for frame in frames:
+                dispatch(frame)
 
     def _dispatch(self, frame: bytes) -> None:
         try:
@@ -217,7 +217,9 @@ class _OpenStream:
         client._pending[rid] = _Pending()
         stream = self._stream = AsyncStream(client, rid, self._timeout)
         try:
-            await client._send(protocol.Request(id=rid, op=self._op, deadline=self._deadline))
+            await client._send(
+                protocol.Request(id=rid, op=self._op, deadline=self._deadline, batch=True)
+            )
         except BaseException:
             await self._cancel(stream)
             raise

@@ -1,0 +1,108 @@
+"""``Request.batch``: a client that takes batches gets several frames per ZeroMQ message, in
+order; one that does not still gets exactly one frame per message. Real daemon, raw DEALER."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import zmq
+
+from convergiod import protocol as p
+from convergiod.gateway import BATCH_MAX_BYTES, BATCH_MAX_FRAMES, _batches
+from tests.conftest import DaemonProcess
+
+
+def _dealer(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return sock
+
+
+def _collect(sock: zmq.Socket[Any], n_requests: int) -> list[list[p.ServerMessage]]:
+    """Every message until ``n_requests`` terminal frames came, each a list of its frames."""
+    messages: list[list[p.ServerMessage]] = []
+    terminal = 0
+    while terminal < n_requests:
+        assert sock.poll(10_000), "no answer from the daemon"
+        frames = [p.decode_server(f) for f in sock.recv_multipart()]
+        messages.append(frames)
+        terminal += sum(not isinstance(f, p.Event) for f in frames)
+    assert not sock.poll(200), "a frame after every request had its terminal frame"
+    return messages
+
+
+def _check_streams(frames: list[p.ServerMessage], ids: range, ticks: int) -> None:
+    """Per request: ticks 1..n with seq 1..n in order, then one Result with a Pong."""
+    by_id: dict[int, list[p.ServerMessage]] = defaultdict(list)
+    for frame in frames:
+        by_id[frame.id].append(frame)
+    assert sorted(by_id) == list(ids)
+    for rid in ids:
+        got = by_id[rid]
+        assert [e.seq for e in got[:-1] if isinstance(e, p.Event)] == list(range(1, ticks + 1))
+        assert [e.body.n for e in got[:-1] if isinstance(e, p.Event)] == list(  # type: ignore[union-attr]
+            range(1, ticks + 1)
+        )
+        assert isinstance(got[-1], p.Result) and isinstance(got[-1].body, p.Pong)
+
+
+def test_batched_requests_share_messages_and_keep_their_order(
+    daemon: DaemonProcess, ctx: zmq.Context[Any]
+) -> None:
+    sock = _dealer(ctx, daemon.paths.api_endpoint)
+    ids = range(1, 51)
+    for rid in ids:
+        sock.send(p.encode(p.Request(id=rid, op=p.Ping(count=3), batch=True)))
+    messages = _collect(sock, len(ids))
+    # 50 requests x (3 events + 1 result) frames, in far fewer messages.
+    assert sum(map(len, messages)) == 200
+    assert len(messages) < 100, len(messages)
+    assert max(map(len, messages)) > 1
+    assert max(map(len, messages)) <= BATCH_MAX_FRAMES
+    _check_streams([f for m in messages for f in m], ids, 3)
+
+
+def test_requests_without_batch_get_one_frame_per_message_beside_batched_ones(
+    daemon: DaemonProcess, ctx: zmq.Context[Any]
+) -> None:
+    """On one connection, batched and unbatched requests interleave: the unbatched ones'
+    frames always come alone (what a client that does not know ``batch`` can read)."""
+    sock = _dealer(ctx, daemon.paths.api_endpoint)
+    ids = range(1, 41)
+    for rid in ids:
+        sock.send(p.encode(p.Request(id=rid, op=p.Ping(count=2), batch=rid % 2 == 0)))
+    messages = _collect(sock, len(ids))
+    for frames in messages:
+        if any(f.id % 2 for f in frames):
+            assert len(frames) == 1, frames
+    assert max(map(len, messages)) > 1  # the batched half did share messages
+    _check_streams([f for m in messages for f in m], ids, 2)
+
+
+def test_a_batched_request_that_fails_still_ends_with_one_terminal_frame(
+    daemon: DaemonProcess, ctx: zmq.Context[Any]
+) -> None:
+    sock = _dealer(ctx, daemon.paths.api_endpoint)
+    sock.send(p.encode(p.Request(id=7, op=p.Ping(count=1000, interval=0.01), batch=True)))
+    sock.send(p.encode(p.Request(id=8, op=p.Ping(count=1), batch=True, deadline=5)))
+    sock.send(p.encode(p.Cancel(id=7)))
+    frames = [f for m in _collect(sock, 2) for f in m]
+    last = {f.id: f for f in frames}
+    assert isinstance(last[7], p.Failure) and last[7].code == "cancelled"
+    assert isinstance(last[8], p.Result)
+
+
+def test_batches_split_by_frame_count_and_size_and_keep_order() -> None:
+    small = [bytes([i % 256]) * 10 for i in range(3 * BATCH_MAX_FRAMES + 8)]
+    parts = _batches(b"id", small)
+    assert [len(part) - 1 for part in parts] == [BATCH_MAX_FRAMES] * 3 + [8]
+    assert all(part[0] == b"id" for part in parts)
+    assert [f for part in parts for f in part[1:]] == small
+
+    big = [bytes([i]) * (BATCH_MAX_BYTES // 2 + 1) for i in range(5)]
+    parts = _batches(b"id", big)
+    assert [len(part) - 1 for part in parts] == [2, 2, 1]
+    assert [f for part in parts for f in part[1:]] == big
+    assert _batches(b"id", [b"a", b"b"]) == [(b"id", b"a", b"b")]
