@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 import trio
 
-from tests.llm_server import LLMServer, _chunk
+from tests.llm_server import LLMServer, Stream, _chunk
 
 AGENT_RE = re.compile(r"You are (?:Ali\b|the (?:data )?(\w+)\b|(\w+)\.)")
 
@@ -78,7 +78,7 @@ class ScriptServer(LLMServer):
     spans: list[Span] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
-    async def _route(self, stream: trio.SocketStream, method: str, path: str, body: Any) -> bool:
+    async def _route(self, stream: Stream, method: str, path: str, body: Any) -> bool:
         if not (method == "POST" and path.endswith("/chat/completions")):
             return await super()._route(stream, method, path, body)
         messages = body.get("messages", [])

@@ -85,3 +85,21 @@ async def test_duplicate_request_id_in_flight_is_refused(daemon: DaemonProcess) 
             async for _ in events:
                 pass
         assert info.value.code == "bad_request" and "already in flight" in info.value.message
+
+
+async def test_client_timeout_is_the_longest_wait_for_a_frame(daemon: DaemonProcess) -> None:
+    """``call(timeout=...)`` bounds each wait for a frame, not the whole call: a stream whose
+    frames keep coming may last longer; a silence longer than the timeout ends it."""
+    from convergio_client import ClientTimeout
+
+    async with open_client(paths=daemon.paths) as client:
+        start = trio.current_time()
+        pong = await client.call(p.Ping(count=12, interval=0.05), timeout=0.25)
+        assert isinstance(pong, p.Pong)
+        assert trio.current_time() - start > 0.5  # twice the timeout, in steps below it
+        start = trio.current_time()
+        with pytest.raises(ClientTimeout):
+            await client.call(p.Ping(count=2, interval=0.3), timeout=0.2)
+        waited = trio.current_time() - start
+        assert 0.18 < waited < 1.0, waited
+        assert (await client.call(p.Ping())).pid == daemon.proc.pid  # type: ignore[union-attr]

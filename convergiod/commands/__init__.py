@@ -62,11 +62,12 @@ def _access_ops() -> dict[type, Serve]:
 
 
 def _orchestrator_ops() -> dict[type, Serve]:
-    from convergiod.commands import agents, ask, task
+    from convergiod.actors.orchestrator import serve
+    from convergiod.commands import agents, task
 
     return {
-        protocol.Ask: ask.serve_ask,
-        protocol.TaskResume: ask.serve_resume,
+        protocol.Ask: serve.serve_ask,
+        protocol.TaskResume: serve.serve_resume,
         protocol.AgentsList: agents.serve_list,
         protocol.AgentsShow: agents.serve_show,
         protocol.TaskListOp: task.serve_list,

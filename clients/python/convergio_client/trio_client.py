@@ -41,14 +41,17 @@ class _Pending:
     """The frames of one request not yet taken, and the task waiting for them (at most one:
     a request's frames are read by the task that sent it)."""
 
-    __slots__ = ("frames", "waiter")
+    __slots__ = ("frames", "last", "waiter")
 
     def __init__(self) -> None:
         self.frames: deque[protocol.ServerMessage] = deque()
         self.waiter: trio.lowlevel.Task | None = None
+        #: When the last frame came (Trio's clock): ``call``'s timeout counts from it.
+        self.last = 0.0
 
-    def push(self, msg: protocol.ServerMessage) -> None:
+    def push(self, msg: protocol.ServerMessage, now: float) -> None:
         self.frames.append(msg)
+        self.last = now
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
@@ -116,21 +119,40 @@ class AsyncClient:
         self, op: protocol.Op, *, timeout: float | None = None, deadline: float | None = None
     ) -> Any:
         """Send ``op``; return its ``Result`` body (events are discarded)."""
-        # ``stream`` without its context manager and iterator: this is the hot path.
+        # ``stream`` without its context manager and iterator: this is the hot path. The
+        # timeout (the longest wait for a frame) is one cancel scope for the whole call,
+        # not one per wait: when its deadline passes, a frame that came meanwhile opens a
+        # new window counted from that frame.
         rid = next(self._ids)
         self._pending[rid] = pending = _Pending()
+        limit = self.timeout if timeout is None else timeout
+        frames = pending.frames
         done = False
         try:
             await self._send(protocol.Request(id=rid, op=op, deadline=deadline, batch=True))
+            start = trio.current_time()
             while True:
-                msg = await self._next(rid, self.timeout if timeout is None else timeout)
-                if type(msg) is protocol.Event:
-                    continue
-                done = True
-                if isinstance(msg, protocol.Failure):
-                    raise RemoteError(msg.code, msg.message, msg.retry_after)
-                assert isinstance(msg, protocol.Result)
-                return msg.body
+                with trio.CancelScope() as scope:
+                    if limit is not None:
+                        scope.deadline = max(start, pending.last) + limit
+                    while True:
+                        if frames:
+                            await trio.lowlevel.checkpoint_if_cancelled()
+                        else:
+                            while not frames:
+                                await pending.wait()
+                        msg = frames.popleft()
+                        if type(msg) is protocol.Event:
+                            continue
+                        done = True
+                        if isinstance(msg, protocol.Failure):
+                            raise RemoteError(msg.code, msg.message, msg.retry_after)
+                        assert isinstance(msg, protocol.Result)
+                        return msg.body
+                assert limit is not None and scope.cancelled_caught
+                if frames or pending.last + limit > trio.current_time():
+                    continue  # a frame came meanwhile: wait on from it
+                raise ClientTimeout(f"no answer from the daemon within {limit:g} s")
         finally:
             if self._pending.get(rid) is pending:
                 del self._pending[rid]
@@ -189,7 +211,7 @@ class AsyncClient:
             if isinstance(msg, protocol.Failure) and msg.id == 0:
                 log.warning("daemon refused a frame: %s: %s", msg.code, msg.message)
             return
-        pending.push(msg)
+        pending.push(msg, trio.current_time())
 
 
 class _OpenStream:

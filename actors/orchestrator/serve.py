@@ -1,0 +1,352 @@
+"""The daemon half of ``convergio ask`` and ``convergio task resume``: a task runs in the
+request's own Trio task, so a client ``Cancel``, the request deadline or the daemon's drain
+cancel every agent under it. The task and each of its completed steps are checkpointed in
+memory, so ``task resume`` can finish a task that a crash interrupted.
+
+(Its own module, with its imports at the top: ``convergiod.commands.ask`` is the CLI half and
+stays light to import; function-level imports cost the event loop on every ask.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import outcome
+import trio
+
+from convergiod import protocol
+from convergiod.actors.memory import asks
+from convergiod.actors.memory import messages as mem
+from convergiod.actors.orchestrator import context as ctxmod
+from convergiod.actors.orchestrator.actor import (
+    GetModels,
+    GetTeam,
+    IsLive,
+    TaskBegin,
+    TaskEnd,
+    ask_soon,
+)
+from convergiod.actors.orchestrator.engine import TaskRun, new_id
+from convergiod.actors.tool import messages as tl
+from convergiod.errors import OpError
+from convergiod.runtime import NOT_NOW, Pending
+from convergiod.security.workspace import tenant_workspace
+
+if TYPE_CHECKING:
+    from convergiod.daemon import Daemon
+    from convergiod.gateway import RequestContext
+
+log = logging.getLogger("convergiod.orchestrator")
+
+__all__ = ["serve_ask", "serve_resume"]
+
+
+async def serve_ask(daemon: Daemon, ctx: RequestContext, op: protocol.Ask) -> protocol.Answer:
+
+    return await _run_task(
+        daemon,
+        ctx,
+        task=new_id("t"),
+        prompt=op.prompt,
+        agent_name=op.agent,
+        conversation=op.conversation or new_id("c"),
+        workspace=op.workspace,
+        checkpoints={},
+        fresh=True,
+        new_conversation=op.conversation is None,
+    )
+
+
+async def serve_resume(
+    daemon: Daemon, ctx: RequestContext, op: protocol.TaskResume
+) -> protocol.Answer:
+
+    assert daemon.system is not None
+    tenant = ctx.caller.tenant
+    if await daemon.system.ref("orchestrator").ask(IsLive(tenant=tenant, task=op.task)):
+        raise OpError("bad_request", f"task {op.task} is still running")
+    record: mem.TaskRecord = await daemon.system.ref("memory").ask(
+        mem.LoadTask(tenant=tenant, task=op.task), timeout=30.0
+    )
+    if record.status == "done":
+        raise OpError("bad_request", f"task {op.task} is already done")
+    await ctx.emit(
+        protocol.Notice(
+            message=f"resuming task {op.task} after {len(record.steps)} completed steps"
+        )
+    )
+    return await _run_task(
+        daemon,
+        ctx,
+        task=op.task,
+        prompt=record.request,
+        agent_name=record.agent,
+        conversation=record.conversation or op.task,
+        workspace=op.workspace,
+        checkpoints={step: payload for step, _kind, payload in record.steps},
+        fresh=False,
+        new_conversation=False,
+    )
+
+
+async def _run_task(
+    daemon: Daemon,
+    ctx: RequestContext,
+    *,
+    task: str,
+    prompt: str,
+    agent_name: str | None,
+    conversation: str,
+    workspace: str,
+    checkpoints: dict[str, bytes],
+    fresh: bool,
+    new_conversation: bool,
+) -> protocol.Answer:
+    """Run a task. What waits for whom: the task's record (and the user's message) is
+    written while the context is gathered and the first model call runs; the task's first
+    checkpoint comes after it (``TaskRun.recorded``), and so does the record of its end.
+
+    The memory actor takes these writes with no task of its own (``handle_now``): they
+    are submitted to the group commit in the order they are made, so a write made after
+    the record cannot commit before it. When it cannot (the tenant's database is not open
+    yet), they go through its mailbox and the order is kept by waiting."""
+
+    assert daemon.system is not None
+    system = daemon.system
+    config = daemon.config.orchestrator
+    tenant = ctx.caller.tenant
+    if workspace and not os.path.isabs(workspace):
+        raise OpError("bad_request", f"workspace must be an absolute path, got {workspace!r}")
+
+    workspace = tenant_workspace(daemon, ctx.caller, workspace)
+    orchestrator = system.ref("orchestrator")
+    team = await ask_soon(orchestrator, GetTeam())
+    name = agent_name or config.default_agent
+    agent = team.get(name)
+    if agent is None:
+        raise OpError("not_found", f"no agent named {name!r}; see `convergio agents list`")
+    memory = system.ref("memory")
+    tools: list[tl.ToolInfo] = await ask_soon(system.ref("tool"), tl.ListTools(tenant=tenant))
+    models: dict[str, Any] = await ask_soon(orchestrator, GetModels())
+    await ask_soon(orchestrator, TaskBegin(tenant=tenant, task=task))
+    try:
+
+        async def approve(
+            tool: str, summary: str, args: dict[str, Any], agent_: str | None
+        ) -> protocol.ApprovalDecision:
+            return await ctx.request_approval(
+                tool=tool,
+                summary=summary,
+                args=args,
+                agent=agent_,
+                timeout=daemon.config.tools.approval_timeout,
+            )
+
+        recorded = trio.Event()
+        run = TaskRun(
+            system=system,
+            tenant=tenant,
+            request_id=ctx.id,
+            task=task,
+            team=team,
+            config=config,
+            workspace=workspace,
+            emit=ctx.emit,
+            approve=approve,
+            tools=tools,
+            models=models,
+            checkpoints=checkpoints,
+            recorded=recorded,
+        )
+
+        #: The record once submitted; the first error of the record, if any.
+        submitted: list[Pending] = []
+        failed: list[BaseException] = []
+
+        def record(scope: trio.CancelScope) -> None:
+            """Submit the task's record, with the user's message for a new task (one
+            write), to the group commit; a failure ends the task (``scope``) with its
+            error. When the memory actor cannot take it at once, a task of the nursery
+            writes it (see ``recorded``)."""
+            message = None
+            if fresh:
+                message = mem.AppendMessage(
+                    tenant=tenant, conversation=conversation, role="user", content=prompt
+                )
+            write = mem.SaveTask(
+                tenant=tenant,
+                task=task,
+                status="running",
+                request=prompt,
+                agent=agent.name,
+                conversation=conversation,
+                message=message,
+            )
+            pending = memory.ask_now(write)
+            if pending is NOT_NOW:
+                nursery.start_soon(record_slowly, write)
+                return
+
+            def done(result: outcome.Outcome[Any]) -> None:
+                if isinstance(result, outcome.Error) and not failed:
+                    failed.append(result.error)
+                    scope.cancel()
+
+            submitted.append(pending)
+            recorded.set()
+            pending.on_done(done)
+
+        async def record_slowly(write: Any) -> None:
+            # It completes even when the task is cancelled.
+            with trio.CancelScope(shield=True):
+                await memory.ask(write, timeout=30.0)
+            recorded.set()
+
+        async def finish(status: str, result: str | None) -> None:
+            await _finish(
+                daemon,
+                run,
+                tenant=tenant,
+                task=task,
+                status=status,
+                prompt=prompt,
+                result=result,
+                conversation=conversation,
+                agent=agent.name,
+            )
+
+        status, finished = "failed", False
+        text = ""
+        # One cancel scope bounds the task and its root agent: the nursery's, with the
+        # nearer of the two deadlines (each scope costs the event loop several µs).
+        if agent.limits.timeout < config.task_timeout:
+            limit = agent.limits.timeout
+            too_slow = f"agent {agent.name} exceeded its time limit of {limit:g} s"
+        else:
+            limit = config.task_timeout
+            too_slow = f"task {task} exceeded its time limit of {limit:g} s"
+        try:
+            # The nursery holds the task's writes when the memory actor cannot take them
+            # at once: its record, checkpoints still being written when the answer is there.
+            async with trio.open_nursery() as nursery:
+                nursery.cancel_scope.deadline = trio.current_time() + limit
+                if new_conversation:
+                    record(nursery.cancel_scope)
+                context = await ctxmod.build(
+                    memory,
+                    tenant=tenant,
+                    conversation=conversation,
+                    prompt=prompt,
+                    config=config,
+                    history=not new_conversation,
+                    resumed=not fresh,
+                )
+                if not new_conversation:
+                    # After the history is read: it must not contain this prompt yet.
+                    record(nursery.cancel_scope)
+                text = await run.run(agent, prompt, context, nursery=nursery, timed=False)
+                if not recorded.is_set():
+                    await recorded.wait()
+                for pending in submitted:
+                    await asks.settle(pending)
+                await run.settle()
+                status, finished = "done", True
+                # The end's record commits after the task's steps (the writer keeps the
+                # order of submission).
+                await finish("done", text)
+            if failed:
+                raise failed[0]
+            if nursery.cancel_scope.cancelled_caught:
+                raise OpError("timeout", too_slow)
+        except BaseException as exc:
+            if _is_cancellation(exc):
+                status = "cancelled"
+            raise
+        finally:
+            if not finished:
+                await finish(status, None)
+    finally:
+        end = TaskEnd(tenant=tenant, task=task)
+        if orchestrator.ask_now(end) is NOT_NOW:  # the actor is restarting
+            orchestrator.send(end)
+    return protocol.Answer(
+        task=task,
+        conversation=conversation,
+        agent=agent.name,
+        text=text,
+        usage=run.usage_report(),
+        steps=run.steps,
+        resumed=not fresh,
+    )
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(trio.Cancelled)
+        return rest is None
+    return isinstance(exc, trio.Cancelled)
+
+
+async def _finish(
+    daemon: Daemon,
+    run: TaskRun,
+    *,
+    tenant: str,
+    task: str,
+    status: str,
+    prompt: str,
+    result: str | None,
+    conversation: str,
+    agent: str,
+) -> None:
+    """Record how the task ended (and the answer in its conversation), even while it is
+    being cancelled. The task's first record is submitted by then (or written, when it
+    went through the mailbox), so this one commits after it."""
+
+    assert daemon.system is not None
+    memory = daemon.system.ref("memory")
+    # The answer goes to the conversation with the record of the end, in one write.
+    message = None
+    if result is not None:
+        message = mem.AppendMessage(
+            tenant=tenant, conversation=conversation, role="assistant", content=result, agent=agent
+        )
+    write = mem.SaveTask(
+        tenant=tenant,
+        task=task,
+        status=status,
+        request=prompt,
+        agent=agent,
+        conversation=conversation,
+        result=result,
+        message=message,
+    )
+    pending: Any = NOT_NOW
+    if status == "done":
+        try:
+            pending = memory.ask_now(write)
+        except Exception:
+            log.exception("could not record the end of task %s", task)
+            pending = None
+    if type(pending) is Pending:
+        # Submitted to the group commit: it commits whatever becomes of this task now, and
+        # the answer waits for it (no shield needed: a cancel here loses nothing).
+        try:
+            await asks.settle(pending)
+        except Exception:
+            log.exception("could not record the end of task %s", task)
+    elif pending is NOT_NOW:
+        # Maybe while being cancelled: shielded, bounded.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + 30):
+            if status == "cancelled":
+                daemon.system.ref("tool").send(
+                    tl.CancelTool(tenant=tenant, request_id=run.request_id)
+                )
+            try:
+                await asks.ask(memory, write, timeout=10.0)
+            except Exception:
+                log.exception("could not record the end of task %s", task)
+    daemon.publish(f"task.{task}.{status}", {"tenant": tenant, "steps": run.steps})
