@@ -204,10 +204,8 @@ async def _run_task(
                 await memory.ask(write, timeout=30.0)
             recorded.set()
 
-        async def finish(status: str, result: str | None) -> None:
-            await _finish(
-                daemon,
-                run,
+        def end(status: str, result: str | None) -> mem.SaveTask:
+            return _end_write(
                 tenant=tenant,
                 task=task,
                 status=status,
@@ -216,6 +214,9 @@ async def _run_task(
                 conversation=conversation,
                 agent=agent.name,
             )
+
+        async def finish(status: str, result: str | None, submitted: Any = NOT_NOW) -> None:
+            await _finish(daemon, run, end(status, result), submitted)
 
         status, finished = "failed", False
         text = ""
@@ -251,11 +252,16 @@ async def _run_task(
                     await recorded.wait()
                 for pending in submitted:
                     await asks.settle(pending)
+                early: Any = NOT_NOW
+                if run.all_submitted():
+                    # The end's record goes to the group commit now, right behind the last
+                    # checkpoints (the writer keeps the order of submission): they commit
+                    # together, one commit to wait for instead of two. Should a checkpoint
+                    # fail, the record of the failure is written after it (``finally``).
+                    early = _submit(memory, end("done", text), task)
                 await run.settle()
                 status, finished = "done", True
-                # The end's record commits after the task's steps (the writer keeps the
-                # order of submission).
-                await finish("done", text)
+                await finish("done", text, early)
             if failed:
                 raise failed[0]
             if nursery.cancel_scope.cancelled_caught:
@@ -268,9 +274,9 @@ async def _run_task(
             if not finished:
                 await finish(status, None)
     finally:
-        end = TaskEnd(tenant=tenant, task=task)
-        if orchestrator.ask_now(end) is NOT_NOW:  # the actor is restarting
-            orchestrator.send(end)
+        gone = TaskEnd(tenant=tenant, task=task)
+        if orchestrator.ask_now(gone) is NOT_NOW:  # the actor is restarting
+            orchestrator.send(gone)
     return protocol.Answer(
         task=task,
         conversation=conversation,
@@ -290,9 +296,7 @@ def _is_cancellation(exc: BaseException) -> bool:
     return isinstance(exc, trio.Cancelled)
 
 
-async def _finish(
-    daemon: Daemon,
-    run: TaskRun,
+def _end_write(
     *,
     tenant: str,
     task: str,
@@ -301,20 +305,14 @@ async def _finish(
     result: str | None,
     conversation: str,
     agent: str,
-) -> None:
-    """Record how the task ended (and the answer in its conversation), even while it is
-    being cancelled. The task's first record is submitted by then (or written, when it
-    went through the mailbox), so this one commits after it."""
-
-    assert daemon.system is not None
-    memory = daemon.system.ref("memory")
-    # The answer goes to the conversation with the record of the end, in one write.
+) -> mem.SaveTask:
+    """The record of how a task ended, with the answer for its conversation (one write)."""
     message = None
     if result is not None:
         message = mem.AppendMessage(
             tenant=tenant, conversation=conversation, role="assistant", content=result, agent=agent
         )
-    write = mem.SaveTask(
+    return mem.SaveTask(
         tenant=tenant,
         task=task,
         status=status,
@@ -324,13 +322,30 @@ async def _finish(
         result=result,
         message=message,
     )
-    pending: Any = NOT_NOW
-    if status == "done":
-        try:
-            pending = memory.ask_now(write)
-        except Exception:
-            log.exception("could not record the end of task %s", task)
-            pending = None
+
+
+def _submit(memory: Any, write: mem.SaveTask, task: str) -> Any:
+    """``write`` submitted to the group commit at once: its ``Pending``; ``NOT_NOW`` when
+    the memory actor cannot take it so; None when it was refused (logged)."""
+    try:
+        return memory.ask_now(write)
+    except Exception:
+        log.exception("could not record the end of task %s", task)
+        return None
+
+
+async def _finish(daemon: Daemon, run: TaskRun, write: mem.SaveTask, submitted: Any) -> None:
+    """Record how the task ended (``write``), even while it is being cancelled; a write
+    already ``submitted`` (its ``Pending``, or None if refused) is waited for instead. The
+    task's first record is submitted by then (or written, when it went through the
+    mailbox), so this one commits after it."""
+
+    assert daemon.system is not None
+    memory = daemon.system.ref("memory")
+    task, status = write.task, write.status
+    pending: Any = submitted
+    if pending is NOT_NOW and status == "done":
+        pending = _submit(memory, write, task)
     if type(pending) is Pending:
         # Submitted to the group commit: it commits whatever becomes of this task now, and
         # the answer waits for it (no shield needed: a cancel here loses nothing).
@@ -343,10 +358,10 @@ async def _finish(
         with trio.CancelScope(shield=True, deadline=trio.current_time() + 30):
             if status == "cancelled":
                 daemon.system.ref("tool").send(
-                    tl.CancelTool(tenant=tenant, request_id=run.request_id)
+                    tl.CancelTool(tenant=write.tenant, request_id=run.request_id)
                 )
             try:
                 await asks.ask(memory, write, timeout=10.0)
             except Exception:
                 log.exception("could not record the end of task %s", task)
-    daemon.publish(f"task.{task}.{status}", {"tenant": tenant, "steps": run.steps})
+    daemon.publish(f"task.{task}.{status}", {"tenant": write.tenant, "steps": run.steps})
