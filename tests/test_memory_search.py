@@ -335,3 +335,70 @@ async def test_search_through_the_actor_uses_both_fast_paths(
             await actor.handle(m.Search(tenant="a", query="   ", limit=5))
     finally:
         await actor.stopping()
+
+
+async def test_writer_runs_a_batch_without_a_savepoint_per_write_until_one_fails(
+    tmp_path: Path,
+) -> None:
+    """A batch runs in one savepoint; when a write of several statements fails half-way,
+    the batch runs again with a savepoint per write: the failing write leaves nothing (not
+    even its first statement), the others commit once, and post callbacks run once each."""
+    w = _writer(tmp_path)
+    w.max_batch = 64
+    w.con.execute("CREATE TABLE log (v INTEGER)")
+    await w.write(_insert(0))  # type: ignore[arg-type]
+    statements: list[str] = []
+
+    def trace(cursor: object, sql: str, bindings: object) -> bool:
+        statements.append(sql.split()[0] + (" " + sql.split()[1] if sql.startswith("SAVE") else ""))
+        return True
+
+    w.con.exec_trace = trace
+    gate, entered = threading.Event(), threading.Event()
+    posted: list[int] = []
+
+    def slow(con: apsw.Connection, post: list[object]) -> int:
+        entered.set()
+        gate.wait(10)
+        return -1
+
+    def two(v: int) -> object:
+        def fn(con: apsw.Connection, post: list[object]) -> int:
+            con.execute("INSERT INTO log (v) VALUES (?)", (v,))
+            con.execute("INSERT INTO t (v) VALUES (?)", (v,))  # fails for a duplicate
+            post.append(lambda: posted.append(v))
+            return v
+
+        return fn
+
+    results: dict[int, object] = {}
+
+    async def one(v: int) -> None:
+        try:
+            results[v] = await w.write(two(v))  # type: ignore[arg-type]
+        except apsw.ConstraintError as exc:
+            results[v] = exc
+
+    async def batch(values: tuple[int, ...]) -> None:
+        gate.clear()
+        entered.clear()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(w.write, slow)  # holds the writer while the batch queues
+            assert await trio.to_thread.run_sync(entered.wait, 10.0)
+            statements.clear()
+            for v in values:
+                nursery.start_soon(one, v)
+                await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+
+    await batch((1, 2, 3))
+    assert results == {1: 1, 2: 2, 3: 3}
+    assert statements.count("SAVEPOINT batch") == 1 and "SAVEPOINT job" not in statements
+    await batch((4, 0, 5))  # 0 is a duplicate: its second statement fails
+    assert isinstance(results.pop(0), apsw.ConstraintError)
+    assert results == {v: v for v in (1, 2, 3, 4, 5)}
+    assert statements.count("SAVEPOINT batch") == 1 and statements.count("SAVEPOINT job") == 3
+    assert sorted(posted) == [1, 2, 3, 4, 5]
+    assert await trio.to_thread.run_sync(w.wait_idle, 10.0)
+    assert sorted(r[0] for r in w.con.execute("SELECT v FROM log")) == [1, 2, 3, 4, 5]
+    assert sorted(r[0] for r in w.con.execute("SELECT v FROM t")) == [0, 1, 2, 3, 4, 5]

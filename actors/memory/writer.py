@@ -1,7 +1,7 @@
 """Group commit: one writer per database, many concurrent writes per transaction.
 
-A write is a function of the connection run inside a savepoint of the current batch (or,
-for a write of a single statement, as that statement alone). Writes queue up; one worker
+A write is a function of the connection run inside the current batch's transaction. Writes
+queue up; one worker
 thread at a time (the drainer, from trio's thread cache) takes every write queued so far,
 commits them in one transaction, hands the batch back to the event loop, and goes on with
 the writes queued meanwhile: under load it never waits for the event loop between batches
@@ -11,11 +11,14 @@ thread; the next write starts a new one.
 
 So concurrent writes share one COMMIT (and one fsync), the next batch gathers while the
 current one commits, and each caller hears about its write only after its COMMIT: an
-acknowledged write is a committed write. One write's failure rolls back its own savepoint
-(or its statement), not the batch. ``post`` callbacks that a write registers run on the
-event loop after the COMMIT and before any caller of the batch is woken (e.g. updating the
-vector matrix), batch after batch in commit order, so in-memory state never runs ahead of
-the database.
+acknowledged write is a committed write. One write's failure fails that write alone: a
+batch runs first in one savepoint with none per write (each statement is a trip for the
+GIL, see below); if a write fails, the batch is rolled back to it and run again with a
+savepoint per write of several statements, so the failing one rolls back alone (a write
+of a single statement, ``atomic``, is its own savepoint). ``post`` callbacks that a write
+registers run on the event loop after the COMMIT and before any caller of the batch is
+woken (e.g. updating the vector matrix), batch after batch in commit order, so in-memory
+state never runs ahead of the database.
 
 Writes of the same kind that queue up together can also share their statements: a write
 given a ``many`` function runs, with the writes next to it in the batch that name the same
@@ -56,6 +59,10 @@ WriteFn = Callable[[apsw.Connection, Post], T]
 #: the group one by one, any other exception fails the batch. Its ``post`` callbacks are
 #: for the writes it did.
 ManyFn = Callable[[apsw.Connection, Post, list[Any]], list[Any] | None]
+
+
+class _Retry(Exception):
+    """A write of a batch run without savepoints failed: run the batch with them."""
 
 
 class _Job(Generic[T]):
@@ -258,26 +265,62 @@ class Writer:
         try:
             if self.before_commit is not None:
                 self.before_commit(con)
-            i, n = 0, len(batch)
-            while i < n:
-                many = batch[i].many
-                if many is not None:
-                    j = i + 1
-                    while j < n and batch[j].many is many:
-                        j += 1
-                    if j - i > 1:
-                        i += self._run_many(many, batch[i:j])
-                    for job in batch[i:j]:
-                        self._run_one(job)
-                    i = j
-                    continue
-                self._run_one(batch[i])
-                i += 1
+            if all(job.atomic for job in batch) or not self._run_hopefully(batch):
+                self._run_jobs(batch, self._run_one)
             con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
                 con.execute("ROLLBACK")
             raise
+
+    def _run_jobs(self, batch: list[_Job[Any]], run_one: Callable[[_Job[Any]], None]) -> None:
+        i, n = 0, len(batch)
+        while i < n:
+            many = batch[i].many
+            if many is not None:
+                j = i + 1
+                while j < n and batch[j].many is many:
+                    j += 1
+                if j - i > 1:
+                    i += self._run_many(many, batch[i:j])
+                for job in batch[i:j]:
+                    run_one(job)
+                i = j
+                continue
+            run_one(batch[i])
+            i += 1
+
+    def _run_hopefully(self, batch: list[_Job[Any]]) -> bool:
+        """Run the batch in one savepoint, with none per write: True if every write
+        succeeded. Otherwise nothing of the batch stays (rolled back to the savepoint) and
+        False: the caller runs it again with a savepoint per write that needs one, so a
+        failing write fails alone. Writes rarely fail (their input is checked before they
+        are queued), and each statement costs the writer a trip for the GIL while the event
+        loop holds it: two statements less per write. A write's ``fn`` must not have effects
+        outside the database but through ``post`` (it may run twice)."""
+        con = self.con
+        con.execute("SAVEPOINT batch")
+        try:
+            self._run_jobs(batch, self._run_plain)
+        except _Retry:
+            if not con.in_transaction:  # SQLite rolled it all back (e.g. FULL)
+                raise
+            con.execute("ROLLBACK TO batch")
+            con.execute("RELEASE batch")
+            for job in batch:
+                job.result = job.error = None
+                job.post.clear()
+            return False
+        con.execute("RELEASE batch")
+        return True
+
+    def _run_plain(self, job: _Job[Any]) -> None:
+        try:
+            job.result = job.fn(self.con, job.post)
+        except Exception as exc:
+            if not self.con.in_transaction:
+                raise
+            raise _Retry() from exc
 
     def _run_many(self, many: ManyFn, group: list[_Job[Any]]) -> int:
         """The group as one call of ``many``: how many of its writes (from the first) it
