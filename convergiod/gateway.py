@@ -317,11 +317,19 @@ class Gateway:
     def queue(self, ident: bytes, msg: protocol.ServerMessage) -> None:
         """Send ``msg`` (of a request that takes batches) with the other frames for this
         client made in this pass of the scheduler: the flusher, woken here, runs after the
-        tasks that are running now and sends each client's frames as one message. Never
-        yields; the order of a client's frames is kept."""
+        tasks that are running now and sends each client's frames as one message. A client
+        with this one request in flight and nothing queued has nothing to share a message
+        with: its frame goes at once (no trip through the flusher's task). Never yields;
+        the order of a client's frames is kept."""
         frame = protocol.encode(msg)
         frames = self._outbox.get(ident)
         if frames is None:
+            if self.counters.per_client.get(ident, 0) <= 1:
+                try:
+                    if self.router.try_send_multipart((ident, frame)):
+                        return
+                except trio.ClosedResourceError:
+                    return
             self._outbox[ident] = [frame]
         else:
             frames.append(frame)

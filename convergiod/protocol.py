@@ -405,10 +405,11 @@ class Request(_Base, tag="request"):
     """``id`` is chosen by the client and must be unique among its requests in flight.
     ``deadline`` is a relative budget in seconds, counted from receipt by the daemon.
 
-    ``batch``: the client takes several server frames in one ZeroMQ message. The daemon
-    then sends this request's events and its terminal frame together with the other frames
-    for the same client made in the same pass of its scheduler, as one multipart message
-    (one ``Event``/``Result``/``Failure`` per frame, in order). Without it (the default, and
+    ``batch``: the client takes several server frames in one ZeroMQ message. While the
+    client has other requests in flight, the daemon then sends this request's events and
+    its terminal frame together with the other frames for the same client made in the same
+    pass of its scheduler, as one multipart message (one ``Event``/``Result``/``Failure``
+    per frame, in order). Without it (the default, and
     what a daemon that does not know the field does) every frame is a message of its own.
     """
 

@@ -81,6 +81,18 @@ def test_requests_without_batch_get_one_frame_per_message_beside_batched_ones(
     _check_streams([f for m in messages for f in m], ids, 2)
 
 
+def test_a_lone_batched_request_gets_its_frames_at_once(
+    daemon: DaemonProcess, ctx: zmq.Context[Any]
+) -> None:
+    """With one request in flight there is nothing to share a message with: each frame
+    goes out as it is made, without waiting for the rest of the scheduler pass."""
+    sock = _dealer(ctx, daemon.paths.api_endpoint)
+    sock.send(p.encode(p.Request(id=1, op=p.Ping(count=3), batch=True)))
+    messages = _collect(sock, 1)
+    assert [len(m) for m in messages] == [1, 1, 1, 1]
+    _check_streams([f for m in messages for f in m], range(1, 2), 3)
+
+
 def test_a_batched_request_that_fails_still_ends_with_one_terminal_frame(
     daemon: DaemonProcess, ctx: zmq.Context[Any]
 ) -> None:

@@ -41,6 +41,7 @@ from convergiod.actors.router.messages import (
     ChatResult,
     Failed,
     Finished,
+    Message,
     Terminal,
     TextDelta,
     ToolCall,
@@ -72,12 +73,23 @@ _MESSAGE_OVERHEAD = 4  # role and separators per message, as chat templates add
 
 
 def estimate_prompt(chat: Chat) -> int:
-    """Estimated input tokens: every message plus the tool schemas (C core)."""
+    """Estimated input tokens: every message plus the tool schemas (C core). An agent's
+    turns resend the messages of the turns before (the same objects): a message's estimate
+    is kept by identity, as the prompts' are."""
     total = 0
+    cache = _message_cache
     for m in chat.messages:
-        total += _text_tokens(m.content) + _MESSAGE_OVERHEAD
+        hit = cache.get(id(m))
+        if hit is not None and hit[0] is m:
+            total += hit[1]
+            continue
+        n = _text_tokens(m.content) + _MESSAGE_OVERHEAD
         for call in m.tool_calls:
-            total += native.estimate_tokens(call.name) + native.estimate_tokens(call.arguments)
+            n += native.estimate_tokens(call.name) + native.estimate_tokens(call.arguments)
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[id(m)] = (m, n)
+        total += n
     if chat.tools:
         total += _tool_tokens(chat.tools)
     return total
@@ -91,6 +103,7 @@ _CACHE_LIMIT = 1024
 _CACHED_TEXT = 512  # shorter texts cost less to estimate than to look up
 _text_cache: dict[int, tuple[str, int]] = {}
 _tools_cache: dict[int, tuple[list[Any], int]] = {}
+_message_cache: dict[int, tuple[Message, int]] = {}
 
 
 def _text_tokens(text: str) -> int:
