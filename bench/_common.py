@@ -17,6 +17,24 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[k]
 
 
+def machine_speed() -> float:
+    """Milliseconds for a million iterations of a plain Python loop (best of three): how
+    fast this machine runs Python right now. On a shared VM it drifts by 1.5x or more
+    within minutes, and every figure of a run drifts with it; each table records it."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        x = 0
+        for i in range(1_000_000):
+            x += i
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
+#: Measured when a benchmark imports this module, i.e. as it starts.
+_START_SPEED = machine_speed()
+
+
 def write_table(
     name: str, title: str, header: list[str], rows: list[list[str]], notes: str = ""
 ) -> str:
@@ -24,7 +42,10 @@ def write_table(
         f"# {title}",
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M:%S')} on {platform.machine()}, "
-        f"Python {platform.python_version()}, {platform.system()}.",
+        f"Python {platform.python_version()}, {platform.system()}. Machine speed: "
+        f"{_START_SPEED:.0f} ms per million Python loop iterations at the start of the run, "
+        f"{machine_speed():.0f} at the end (lower is faster; see `machine_speed` in "
+        "bench/_common.py).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",

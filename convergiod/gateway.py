@@ -69,6 +69,8 @@ EMIT_YIELD_EVERY = 64
 #: passes BATCH_MAX_BYTES.
 BATCH_MAX_FRAMES = 64
 BATCH_MAX_BYTES = 1 << 20
+#: Tries (a millisecond apart) before a batch the socket keeps refusing is dropped.
+_BATCH_RETRIES = 1000
 
 
 class RequestContext:
@@ -297,6 +299,7 @@ class Gateway:
                 entry.silent = True
                 entry.reason = "unauthorized"
                 self._interrupt(request, entry)
+                self._outbox.pop(request[0], None)  # not one more frame, queued ones either
                 dropped += 1
         return dropped
 
@@ -345,34 +348,49 @@ class Gateway:
             self._flusher = None
             return trio.lowlevel.Abort.SUCCEEDED
 
+        refused = 0
         try:
             while True:
                 if not self._outbox:
                     self._flusher = trio.lowlevel.current_task()
                     await trio.lowlevel.wait_task_rescheduled(abort)
-                # Frames queued while this pass sends find no flusher parked: the loop
-                # looks at the outbox again before it parks.
-                outbox, self._outbox = self._outbox, {}
-                for ident, frames in outbox.items():
-                    for batch in _batches(ident, frames):
-                        try:
-                            if not self.router.try_send_multipart(batch):
-                                await self.router.send_multipart(batch)
-                        except trio.ClosedResourceError:
-                            log.debug("frames for a closed socket dropped")
+                if self._send_queued(drop=refused >= _BATCH_RETRIES):
+                    refused = 0
+                    continue
+                # A message the socket would not take (a connection being torn down) stays
+                # in the outbox, ahead of what is queued after it; tried again shortly.
+                refused += 1
+                await trio.sleep(0.001)
         finally:
             self._flusher = None
-            self._flush_now()  # cancelled (the gateway stops): what is left goes now
+            self._send_queued(drop=True)  # cancelled (the gateway stops): what is left goes
+
+    def _send_queued(self, *, drop: bool) -> bool:
+        """Send the outbox, without waiting: True once it is empty. A client's frames leave
+        the outbox only as the socket takes them, so nothing queued later for that client
+        can overtake them (``queue`` sends at once only to a client with nothing queued).
+        ``drop``: what the socket does not take is dropped (logged) instead of kept."""
+        outbox = self._outbox
+        for ident in list(outbox):
+            frames = outbox[ident]
+            for batch in _batches(ident, frames):
+                try:
+                    sent = self.router.try_send_multipart(batch)
+                except trio.ClosedResourceError:
+                    sent = drop = True
+                if not sent:
+                    break
+                del frames[: len(batch) - 1]
+            if frames and drop:
+                log.warning("%d frames for a client that takes none dropped", len(frames))
+                frames.clear()
+            if not frames:
+                del outbox[ident]
+        return not outbox
 
     def _flush_now(self) -> None:
         """Send what is queued without waiting (a ``ROUTER`` takes it or drops it)."""
-        outbox, self._outbox = self._outbox, {}
-        for ident, frames in outbox.items():
-            for batch in _batches(ident, frames):
-                try:
-                    self.router.try_send_multipart(batch)
-                except trio.ClosedResourceError:
-                    return
+        self._send_queued(drop=True)
 
     def _reply(self, ident: bytes, msg: protocol.ServerMessage) -> None:
         """Send from the receive loop without yielding; if the socket will not take the
@@ -729,5 +747,6 @@ def ipc_router_options(sock: zmq.Socket[Any], max_frame_bytes: int) -> None:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, max(max_frame_bytes * 16, 64 << 20))
+    # A batch (``Request.batch``) counts as one message here: up to BATCH_MAX_FRAMES frames.
     sock.setsockopt(zmq.SNDHWM, 100_000)
     sock.setsockopt(zmq.RCVHWM, 100_000)

@@ -142,6 +142,22 @@ async def test_budget_set_persists_and_overrides_the_config(tmp_path: Path) -> N
     ]
 
 
+async def test_checks_see_a_new_limit_and_a_new_config_at_once(tmp_path: Path) -> None:
+    """The limits a check uses are kept between checks: ``set`` and a new configuration
+    (a reload) replace them before the next check."""
+    budgets = Budgets(RouterBudgetConfig(), Ledger(FakeMemory(spent=1.0).ask))
+    assert (await budgets.check("t1", "coder")).state == "none"  # no budget at all
+    await budgets.set("t1", "coder", 1.05)
+    decision = await budgets.check("t1", "coder")
+    assert (decision.state, decision.scope) == ("downgrade", "agent:coder")
+    budgets.config = RouterBudgetConfig(tenant_daily=1.0)
+    decision = await budgets.check("t1", "coder")
+    assert (decision.state, decision.scope) == ("block", "tenant")
+    budgets.config = RouterBudgetConfig()
+    assert (await budgets.check("t1", "coder")).scope == "agent:coder"
+    assert (await budgets.check("t1", "writer")).state == "none"
+
+
 def _usage(request_id: str, cost: float = 0.5) -> RecordUsage:
     return RecordUsage(
         tenant="t1", request_id=request_id, model="m", provider="p", cost=cost, time=0.0

@@ -166,9 +166,17 @@ class Writer:
         if many is not None and not atomic:
             raise ValueError("only atomic writes can be grouped")
         pending = Pending()
-        job = _Job(fn, exclusive=False, atomic=atomic, many=many, arg=arg, pending=pending)
-        job.translate = translate
-        self._enqueue(job)
+        self._enqueue(
+            _Job(
+                fn,
+                exclusive=False,
+                atomic=atomic,
+                many=many,
+                arg=arg,
+                pending=pending,
+                translate=translate,
+            )
+        )
         return pending
 
     async def exclusive(self, fn: Callable[[apsw.Connection], T]) -> T:
@@ -315,6 +323,9 @@ class Writer:
         return True
 
     def _run_plain(self, job: _Job[Any]) -> None:
+        if job.atomic:  # a failing single statement leaves nothing: it fails alone here too
+            self._run_one(job)
+            return
         try:
             job.result = job.fn(self.con, job.post)
         except Exception as exc:

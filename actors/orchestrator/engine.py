@@ -637,7 +637,11 @@ class TaskRun:
         """Every checkpoint still being written is in the group commit's queue already
         (none waits in a task for the memory actor): a write submitted now commits after
         them."""
-        return all(type(w) is not trio.Event for waits in self._pending.values() for w in waits)
+        return all(
+            type(w) is not trio.Event or w.is_set()
+            for waits in self._pending.values()
+            for w in waits
+        )
 
     async def settle(self) -> None:
         """Wait for every checkpoint still being written (raises if one failed). With

@@ -256,15 +256,27 @@ async def _run_task(
                 if run.all_submitted():
                     # The end's record goes to the group commit now, right behind the last
                     # checkpoints (the writer keeps the order of submission): they commit
-                    # together, one commit to wait for instead of two. Should a checkpoint
-                    # fail, the record of the failure is written after it (``finally``).
+                    # together, one commit to wait for instead of two.
                     early = _submit(memory, end("done", text), task)
-                await run.settle()
-                status, finished = "done", True
+                if type(early) is Pending:
+                    # Everything of the task is submitted: it is done, whatever becomes of
+                    # this request now (a cancel does not withdraw a submitted write).
+                    status, finished = "done", True
+                    try:
+                        await run.settle()
+                    except Exception:
+                        # A checkpoint failed after all: the record of the failure goes
+                        # after the end's (``finally``). The answer stays in the
+                        # conversation: only a database failing under a write does this.
+                        status, finished = "failed", False
+                        raise
+                else:
+                    await run.settle()
+                    status, finished = "done", True
                 await finish("done", text, early)
             if failed:
                 raise failed[0]
-            if nursery.cancel_scope.cancelled_caught:
+            if nursery.cancel_scope.cancelled_caught and not finished:
                 raise OpError("timeout", too_slow)
         except BaseException as exc:
             if _is_cancellation(exc):
@@ -348,12 +360,23 @@ async def _finish(daemon: Daemon, run: TaskRun, write: mem.SaveTask, submitted: 
         pending = _submit(memory, write, task)
     if type(pending) is Pending:
         # Submitted to the group commit: it commits whatever becomes of this task now, and
-        # the answer waits for it (no shield needed: a cancel here loses nothing).
+        # the answer waits for it. No shield scope on this path (the common one): a cancel
+        # only then waits for the commit, shielded, before it goes on.
         try:
             await asks.settle(pending)
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 30):
+                try:
+                    await asks.settle(pending)
+                except Exception:
+                    log.exception("could not record the end of task %s", task)
+            raise
         except Exception:
             log.exception("could not record the end of task %s", task)
-    elif pending is NOT_NOW:
+        finally:
+            daemon.publish(f"task.{task}.{status}", {"tenant": write.tenant, "steps": run.steps})
+        return
+    if pending is NOT_NOW:
         # Maybe while being cancelled: shielded, bounded.
         with trio.CancelScope(shield=True, deadline=trio.current_time() + 30):
             if status == "cancelled":
