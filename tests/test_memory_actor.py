@@ -632,3 +632,96 @@ async def test_a_task_record_with_its_message_is_one_write(tmp_path: Path) -> No
             tenant="a", task="t2", status="running", request="x", agent="c", message=other
         )
         assert await code_of(mem, wrong) == "bad_request"
+
+
+async def test_task_records_queued_together_commit_in_order_and_fail_alone(
+    tmp_path: Path,
+) -> None:
+    """Records of tasks (with or without a message) queued together, as the orchestrator
+    submits them: they commit in their order (a task recorded twice ends as the later record
+    says; messages keep their order), and one that cannot be written fails alone."""
+    from convergiod.actors.memory import asks
+    from convergiod.runtime import Pending
+
+    async with memory(tmp_path) as mem:
+        first = m.SaveTask(tenant="a", task="t0", status="running", request="r", agent="c")
+        await mem.ask(first)  # opens the tenant's database
+        kept = await mem.ask(
+            m.AppendMessage(tenant="a", conversation="c9", role="user", content="earlier")
+        )
+
+        def user(conversation: str, text: str, **extra: Any) -> m.AppendMessage:
+            return m.AppendMessage(
+                tenant="a", conversation=conversation, role="user", content=text, **extra
+            )
+
+        writes = [
+            m.SaveTask(
+                tenant="a",
+                task="t1",
+                status="running",
+                request="q1",
+                agent="c",
+                conversation="c1",
+                message=user("c1", "question"),
+            ),
+            m.SaveTask(tenant="a", task="t2", status="running", request="q2", agent="c"),
+            m.SaveTask(
+                tenant="a",
+                task="t3",
+                status="running",
+                request="q3",
+                agent="c",
+                message=m.AppendMessage(
+                    tenant="a",
+                    conversation="c3",
+                    role="bogus",
+                    content="x",  # type: ignore[arg-type]
+                ),
+            ),
+            m.SaveTask(
+                tenant="a",
+                task="t1",
+                status="done",
+                request="q1",
+                agent="c",
+                result="ok",
+                conversation="c1",
+                message=m.AppendMessage(
+                    tenant="a", conversation="c1", role="assistant", content="answer", agent="c"
+                ),
+            ),
+            m.SaveTask(
+                tenant="a",
+                task="t4",
+                status="running",
+                request="q4",
+                agent="c",
+                message=user("c9", "reply", parent=kept),  # checked: written on its own
+            ),
+        ]
+        pendings = [mem.ask_now(w) for w in writes]
+        assert all(type(p) is Pending for p in pendings)
+        outcomes = []
+        for pending in pendings:
+            try:
+                outcomes.append(await asks.settle(pending))
+            except OpError as exc:
+                outcomes.append(exc.code)
+        assert outcomes[:2] == [None, None] and outcomes[3:] == [None, None]
+        assert outcomes[2] != None  # noqa: E711 (the bogus role: refused by the schema)
+        t1 = await mem.ask(m.LoadTask(tenant="a", task="t1"))
+        assert (t1.status, t1.result) == ("done", "ok")
+        assert (await mem.ask(m.LoadTask(tenant="a", task="t2"))).status == "running"
+        assert await code_of(mem, m.LoadTask(tenant="a", task="t3")) == "not_found"
+        assert (await mem.ask(m.LoadTask(tenant="a", task="t4"))).status == "running"
+        history = await mem.ask(m.History(tenant="a", conversation="c1"))
+        assert [(h.role, h.content) for h in history] == [
+            ("user", "question"),
+            ("assistant", "answer"),
+        ]
+        assert [h.content for h in await mem.ask(m.History(tenant="a", conversation="c9"))] == [
+            "earlier",
+            "reply",
+        ]
+        assert await mem.ask(m.History(tenant="a", conversation="c3")) == []
