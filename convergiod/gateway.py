@@ -287,8 +287,7 @@ class Gateway:
                 self._interrupt(key, entry)
             with trio.move_on_after(1.0):
                 await self._idle.wait()
-        # The last answers may still be queued for their batch.
-        self._flush_now()
+        self._send_queued(drop=True)  # the last answers may still be queued for their batch
 
     def drop_client(self, key: str) -> int:
         """A revoked client: end its requests in flight without another frame. Returns how
@@ -387,10 +386,6 @@ class Gateway:
             if not frames:
                 del outbox[ident]
         return not outbox
-
-    def _flush_now(self) -> None:
-        """Send what is queued without waiting (a ``ROUTER`` takes it or drops it)."""
-        self._send_queued(drop=True)
 
     def _reply(self, ident: bytes, msg: protocol.ServerMessage) -> None:
         """Send from the receive loop without yielding; if the socket will not take the
@@ -692,13 +687,12 @@ class Gateway:
                 reply = _interrupted(req.id, entry.reason, req.deadline)
             if isinstance(reply, Failure):
                 self.counters.failures += 1
-            if entry.silent:
-                pass
-            elif entry.batch:
-                self.queue(ident, reply)  # after the request's events, in their batch
-            else:
-                # No await: the reply goes out now (a ROUTER takes it or drops it), or a
-                # task sends it, so it cannot be cancelled and costs no scheduler trip.
+            # No await: the reply goes out now (a ROUTER takes it or drops it), after the
+            # request's events in their batch, or a task sends it: it cannot be cancelled
+            # and costs no scheduler trip.
+            if entry.batch and not entry.silent:
+                self.queue(ident, reply)
+            elif not entry.silent:
                 self._reply(ident, reply)
             if _debug():
                 log.debug(

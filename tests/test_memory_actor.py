@@ -650,55 +650,28 @@ async def test_task_records_queued_together_commit_in_order_and_fail_alone(
             m.AppendMessage(tenant="a", conversation="c9", role="user", content="earlier")
         )
 
-        def user(conversation: str, text: str, **extra: Any) -> m.AppendMessage:
+        def said(conversation: str, role: str, text: str, **extra: Any) -> m.AppendMessage:
             return m.AppendMessage(
-                tenant="a", conversation=conversation, role="user", content=text, **extra
+                tenant="a", conversation=conversation, role=role, content=text, **extra
+            )
+
+        def record(task: str, status: str = "running", **extra: Any) -> m.SaveTask:
+            return m.SaveTask(
+                tenant="a", task=task, status=status, request=f"q {task}", agent="c", **extra
             )
 
         writes = [
-            m.SaveTask(
-                tenant="a",
-                task="t1",
-                status="running",
-                request="q1",
-                agent="c",
-                conversation="c1",
-                message=user("c1", "question"),
-            ),
-            m.SaveTask(tenant="a", task="t2", status="running", request="q2", agent="c"),
-            m.SaveTask(
-                tenant="a",
-                task="t3",
-                status="running",
-                request="q3",
-                agent="c",
-                message=m.AppendMessage(
-                    tenant="a",
-                    conversation="c3",
-                    role="bogus",
-                    content="x",  # type: ignore[arg-type]
-                ),
-            ),
-            m.SaveTask(
-                tenant="a",
-                task="t1",
-                status="done",
-                request="q1",
-                agent="c",
+            record("t1", conversation="c1", message=said("c1", "user", "question")),
+            record("t2"),
+            record("t3", message=said("c3", "bogus", "x")),  # the schema refuses the role
+            record(
+                "t1",
+                "done",
                 result="ok",
                 conversation="c1",
-                message=m.AppendMessage(
-                    tenant="a", conversation="c1", role="assistant", content="answer", agent="c"
-                ),
+                message=said("c1", "assistant", "answer", agent="c"),
             ),
-            m.SaveTask(
-                tenant="a",
-                task="t4",
-                status="running",
-                request="q4",
-                agent="c",
-                message=user("c9", "reply", parent=kept),  # checked: written on its own
-            ),
+            record("t4", message=said("c9", "user", "reply", parent=kept)),  # a reply
         ]
         pendings = [mem.ask_now(w) for w in writes]
         assert all(type(p) is Pending for p in pendings)
@@ -709,7 +682,7 @@ async def test_task_records_queued_together_commit_in_order_and_fail_alone(
             except OpError as exc:
                 outcomes.append(exc.code)
         assert outcomes[:2] == [None, None] and outcomes[3:] == [None, None]
-        assert outcomes[2] != None  # noqa: E711 (the bogus role: refused by the schema)
+        assert outcomes[2] is not None  # the bogus role: refused by the schema
         t1 = await mem.ask(m.LoadTask(tenant="a", task="t1"))
         assert (t1.status, t1.result) == ("done", "ok")
         assert (await mem.ask(m.LoadTask(tenant="a", task="t2"))).status == "running"

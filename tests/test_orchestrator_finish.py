@@ -14,16 +14,25 @@ from convergiod.actors.orchestrator import serve
 from convergiod.runtime import Pending
 
 
-async def test_a_cancel_during_the_final_commit_waits_for_it_and_still_publishes() -> None:
-    published: list[str] = []
-    daemon = SimpleNamespace(
+def _daemon(published: list[str]) -> SimpleNamespace:
+    """What ``_finish`` uses of the daemon: no actor is asked when the write is submitted."""
+    return SimpleNamespace(
         system=SimpleNamespace(ref=lambda name: None),
         publish=lambda topic, data: published.append(topic),
     )
-    run = SimpleNamespace(steps=3, request_id=1)
-    write = mem.SaveTask(
-        tenant="local", task="t1", status="done", request="p", agent="a", conversation="c"
+
+
+def _done(task: str) -> mem.SaveTask:
+    return mem.SaveTask(
+        tenant="local", task=task, status="done", request="p", agent="a", conversation="c"
     )
+
+
+async def test_a_cancel_during_the_final_commit_waits_for_it_and_still_publishes() -> None:
+    published: list[str] = []
+    daemon = _daemon(published)
+    run = SimpleNamespace(steps=3, request_id=1)
+    write = _done("t1")
     commit = Pending()
     waited = trio.Event()
     request = trio.CancelScope()
@@ -53,14 +62,9 @@ async def test_a_failed_final_commit_is_logged_and_the_event_published(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     published: list[str] = []
-    daemon = SimpleNamespace(
-        system=SimpleNamespace(ref=lambda name: None),
-        publish=lambda topic, data: published.append(topic),
-    )
+    daemon = _daemon(published)
     run = SimpleNamespace(steps=1, request_id=1)
-    write = mem.SaveTask(
-        tenant="local", task="t2", status="done", request="p", agent="a", conversation="c"
-    )
+    write = _done("t2")
     commit = Pending()
     commit.fail(RuntimeError("disk on fire"))
     await serve._finish(daemon, run, write, commit)  # type: ignore[arg-type]

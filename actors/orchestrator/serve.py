@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import outcome
@@ -301,7 +302,6 @@ async def _run_task(
 
 
 def _is_cancellation(exc: BaseException) -> bool:
-
     if isinstance(exc, BaseExceptionGroup):
         _, rest = exc.split(trio.Cancelled)
         return rest is None
@@ -350,41 +350,39 @@ async def _finish(daemon: Daemon, run: TaskRun, write: mem.SaveTask, submitted: 
     """Record how the task ended (``write``), even while it is being cancelled; a write
     already ``submitted`` (its ``Pending``, or None if refused) is waited for instead. The
     task's first record is submitted by then (or written, when it went through the
-    mailbox), so this one commits after it."""
-
+    mailbox), so this one commits after it. The task's event is published in any case."""
     assert daemon.system is not None
     memory = daemon.system.ref("memory")
     task, status = write.task, write.status
     pending: Any = submitted
     if pending is NOT_NOW and status == "done":
         pending = _submit(memory, write, task)
-    if type(pending) is Pending:
-        # Submitted to the group commit: it commits whatever becomes of this task now, and
-        # the answer waits for it. No shield scope on this path (the common one): a cancel
-        # only then waits for the commit, shielded, before it goes on.
-        try:
-            await asks.settle(pending)
-        except trio.Cancelled:
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + 30):
-                try:
-                    await asks.settle(pending)
-                except Exception:
-                    log.exception("could not record the end of task %s", task)
-            raise
-        except Exception:
-            log.exception("could not record the end of task %s", task)
-        finally:
-            daemon.publish(f"task.{task}.{status}", {"tenant": write.tenant, "steps": run.steps})
-        return
-    if pending is NOT_NOW:
-        # Maybe while being cancelled: shielded, bounded.
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + 30):
-            if status == "cancelled":
-                daemon.system.ref("tool").send(
-                    tl.CancelTool(tenant=write.tenant, request_id=run.request_id)
-                )
+    try:
+        if type(pending) is Pending:
+            # Submitted to the group commit: it commits whatever becomes of this task now,
+            # and the answer waits for it. No shield scope on this path (the common one): a
+            # cancel only then waits for the commit, shielded, before it goes on.
             try:
-                await asks.ask(memory, write, timeout=10.0)
-            except Exception:
-                log.exception("could not record the end of task %s", task)
-    daemon.publish(f"task.{task}.{status}", {"tenant": write.tenant, "steps": run.steps})
+                await _logged(asks.settle(pending), task)
+            except trio.Cancelled:
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + 30):
+                    await _logged(asks.settle(pending), task)
+                raise
+        elif pending is NOT_NOW:
+            # Maybe while being cancelled: shielded, bounded.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 30):
+                if status == "cancelled":
+                    daemon.system.ref("tool").send(
+                        tl.CancelTool(tenant=write.tenant, request_id=run.request_id)
+                    )
+                await _logged(asks.ask(memory, write, timeout=10.0), task)
+    finally:
+        daemon.publish(f"task.{task}.{status}", {"tenant": write.tenant, "steps": run.steps})
+
+
+async def _logged(write: Awaitable[Any], task: str) -> None:
+    """Wait for the write of a task's end; a failure is logged (the task has ended)."""
+    try:
+        await write
+    except Exception:
+        log.exception("could not record the end of task %s", task)

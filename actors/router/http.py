@@ -90,13 +90,8 @@ class _Conn:
             # stream whose bytes are always there cannot hold the loop).
             if not self.empty:
                 await trio.lowlevel.checkpoint_if_cancelled()
-                try:
-                    data = os.read(fd, READ_SIZE)
-                except BlockingIOError:
-                    pass
-                except OSError as exc:
-                    raise ProtocolError(f"connection lost: {exc}") from None
-                else:
+                data = self.receive_nowait()
+                if data is not None:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return data
             while True:
@@ -104,14 +99,10 @@ class _Conn:
                     await trio.lowlevel.wait_readable(fd)
                 except trio.ClosedResourceError as exc:
                     raise ProtocolError(f"connection lost: {exc}") from None
-                try:
-                    data = os.read(fd, READ_SIZE)
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    raise ProtocolError(f"connection lost: {exc}") from None
-                self.empty = False
-                return data
+                data = self.receive_nowait()
+                if data is not None:
+                    self.empty = False
+                    return data
         try:
             got = await self.stream.receive_some(READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
