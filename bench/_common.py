@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import platform
 import time
 from pathlib import Path
@@ -29,6 +30,16 @@ def machine_speed() -> float:
             x += i
         best = min(best, time.perf_counter() - start)
     return best * 1e3
+
+
+def quiet_heap() -> None:
+    """Before a measured phase: what the benchmark process has built so far (its client,
+    test server, imports) is moved out of the garbage collector's sight, so a full
+    collection of it (15-20 ms here) does not land inside a measured round, where it
+    would stall the client and the model server that share the machine with the daemon.
+    The daemon does the same once it has started (``convergiod.daemon._tune_gc``)."""
+    gc.collect()
+    gc.freeze()
 
 
 #: Measured when a benchmark imports this module, i.e. as it starts.

@@ -46,7 +46,7 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from _common import percentile, write_table  # noqa: E402
+from _common import percentile, quiet_heap, write_table  # noqa: E402
 
 from convergio_client.trio_client import open_client  # noqa: E402
 from convergiod import protocol as p  # noqa: E402
@@ -291,6 +291,7 @@ async def main() -> None:
                         for i in range(CONCURRENT):
                             inner.start_soon(worker, -1, i)
                     conc.clear()
+                    quiet_heap()
 
                     with Profiler(pid, "conc"):
                         cpu0, threads0 = cpu_seconds(pid), thread_cpu(pid)

@@ -32,7 +32,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import percentile, write_table
+from _common import percentile, quiet_heap, write_table
 
 from convergio_client.trio_client import open_client
 from convergiod import protocol as p
@@ -287,6 +287,7 @@ upstream = "{PACED_UPSTREAM}"
             await concurrent(through.call, CONCURRENT, 2, [])
             assert daemon.proc is not None
             pids = {"daemon": daemon.proc.pid, "server": server.pid, "driver": os.getpid()}
+            quiet_heap()
             cpu = {key: CpuMeter(**pids) for key in ("d_seq", "r_seq", "d_con", "r_con")}
             if "seq" in PHASES:
                 for _ in range(ROUNDS):

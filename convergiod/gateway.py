@@ -65,9 +65,9 @@ class Caller:
 LOCAL_ADMIN_TENANT = "local"
 #: A streaming handler yields to the scheduler at least once per this many events.
 EMIT_YIELD_EVERY = 64
-#: A batch (``Request.batch``) has at most this many frames, and stops growing once it
-#: passes BATCH_MAX_BYTES.
-BATCH_MAX_FRAMES = 64
+#: A batch frame (``Request.batch``) holds at most this many messages and this many bytes
+#: of them (a larger message goes alone).
+BATCH_MAX_MESSAGES = 64
 BATCH_MAX_BYTES = 1 << 20
 #: Tries (a millisecond apart) before a batch the socket keeps refusing is dropped.
 _BATCH_RETRIES = 1000
@@ -319,7 +319,7 @@ class Gateway:
     def queue(self, ident: bytes, msg: protocol.ServerMessage) -> None:
         """Send ``msg`` (of a request that takes batches) with the other frames for this
         client made in this pass of the scheduler: the flusher, woken here, runs after the
-        tasks that are running now and sends each client's frames as one message. A client
+        tasks that are running now and sends each client's messages as one batch frame. A client
         with this one request in flight and nothing queued has nothing to share a message
         with: its frame goes at once (no trip through the flusher's task). Never yields;
         the order of a client's frames is kept."""
@@ -341,7 +341,7 @@ class Gateway:
             trio.lowlevel.reschedule(flusher)
 
     async def _flush_loop(self) -> None:
-        """Send what ``queue`` gathered, one message per client (split past BATCH_MAX_*)."""
+        """Send what ``queue`` gathered, one frame per client (split past BATCH_MAX_*)."""
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             self._flusher = None
@@ -372,14 +372,14 @@ class Gateway:
         outbox = self._outbox
         for ident in list(outbox):
             frames = outbox[ident]
-            for batch in _batches(ident, frames):
+            for count, frame in _batches(frames):
                 try:
-                    sent = self.router.try_send_multipart(batch)
+                    sent = self.router.try_send_multipart((ident, frame))
                 except trio.ClosedResourceError:
                     sent = drop = True
                 if not sent:
                     break
-                del frames[: len(batch) - 1]
+                del frames[:count]
             if frames and drop:
                 log.warning("%d frames for a client that takes none dropped", len(frames))
                 frames.clear()
@@ -707,23 +707,30 @@ class Gateway:
                 self.limiter.leave(caller.tenant)
 
 
-def _batches(ident: bytes, frames: list[bytes]) -> list[tuple[bytes, ...]]:
-    """``frames`` for ``ident`` as multipart messages of at most BATCH_MAX_FRAMES frames,
-    each closed once it passes BATCH_MAX_BYTES (a frame is never split)."""
-    if len(frames) <= BATCH_MAX_FRAMES and sum(map(len, frames)) <= BATCH_MAX_BYTES:
-        return [(ident, *frames)]
-    out: list[tuple[bytes, ...]] = []
-    part: list[bytes] = [ident]
+def _batches(frames: list[bytes]) -> list[tuple[int, bytes]]:
+    """``frames`` (encoded messages, in order) as the frames that carry them: pairs of how
+    many messages and the frame. A batch frame (``protocol.encode_batch``) holds at most
+    BATCH_MAX_MESSAGES messages and BATCH_MAX_BYTES bytes; a message that would take it
+    past either starts the next one, and a message alone goes as itself."""
+    if len(frames) == 1:
+        return [(1, frames[0])]
+    if len(frames) <= BATCH_MAX_MESSAGES and sum(map(len, frames)) <= BATCH_MAX_BYTES:
+        return [(len(frames), protocol.encode_batch(frames))]
+    out: list[tuple[int, bytes]] = []
+    part: list[bytes] = []
     size = 0
     for frame in frames:
+        if part and (len(part) == BATCH_MAX_MESSAGES or size + len(frame) > BATCH_MAX_BYTES):
+            out.append(_carrier(part))
+            part, size = [], 0
         part.append(frame)
         size += len(frame)
-        if len(part) > BATCH_MAX_FRAMES or size >= BATCH_MAX_BYTES:
-            out.append(tuple(part))
-            part, size = [ident], 0
-    if len(part) > 1:
-        out.append(tuple(part))
+    out.append(_carrier(part))
     return out
+
+
+def _carrier(part: list[bytes]) -> tuple[int, bytes]:
+    return (1, part[0]) if len(part) == 1 else (len(part), protocol.encode_batch(part))
 
 
 def _interrupted(request_id: int, reason: ErrorCode, deadline: float | None) -> Failure:
@@ -741,6 +748,6 @@ def ipc_router_options(sock: zmq.Socket[Any], max_frame_bytes: int) -> None:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, max(max_frame_bytes * 16, 64 << 20))
-    # A batch (``Request.batch``) counts as one message here: up to BATCH_MAX_FRAMES frames.
+    # A batch frame (``Request.batch``) counts as one message here: up to BATCH_MAX_MESSAGES.
     sock.setsockopt(zmq.SNDHWM, 100_000)
     sock.setsockopt(zmq.RCVHWM, 100_000)

@@ -11,6 +11,7 @@ A client sends ``Request`` (and ``Cancel``); for each request the daemon sends z
 This module imports nothing heavier than msgspec: the CLI imports it on every command.
 """
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -1015,6 +1016,52 @@ def _salvage_id(frame: bytes | memoryview) -> int:
 def decode_server(frame: bytes | memoryview) -> ServerMessage:
     msg: ServerMessage = _server_decoder.decode(frame)
     return msg
+
+
+# A batch (``Request.batch``): one frame holding several daemon messages, a msgpack array
+# of them in order. A message alone is a msgpack map, so the first byte tells them apart.
+_batch_decoder = msgspec.msgpack.Decoder(list[ServerMessage])
+_raw_batch_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_ARRAY_HEADS = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
+#: Most messages in one batch frame (a msgpack array16 header).
+MAX_BATCH_MESSAGES = 0xFFFF
+
+
+def encode_batch(frames: Sequence[bytes]) -> bytes:
+    """Encoded messages (``encode``) as one batch frame: a msgpack array of them, made
+    without decoding or encoding them again."""
+    n = len(frames)
+    if not 1 < n <= MAX_BATCH_MESSAGES:
+        raise ValueError(f"a batch holds 2 to {MAX_BATCH_MESSAGES} messages, not {n}")
+    head = bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big")
+    return head + b"".join(frames)
+
+
+def is_batch(frame: bytes | memoryview) -> bool:
+    """Whether a daemon frame is a batch (``encode_batch``) rather than one message."""
+    return len(frame) > 0 and frame[0] in _ARRAY_HEADS
+
+
+def decode_server_frame(frame: bytes | memoryview) -> list[ServerMessage]:
+    """The messages of a daemon frame: one, or those of a batch (in one decoding pass).
+    A batch with a message that does not decode raises ``msgspec.DecodeError`` or
+    ``ValidationError``; ``decode_batch_loosely`` then salvages the others."""
+    if is_batch(frame):
+        msgs: list[ServerMessage] = _batch_decoder.decode(frame)
+        return msgs
+    return [_server_decoder.decode(frame)]
+
+
+def decode_batch_loosely(frame: bytes | memoryview) -> tuple[list[ServerMessage], int]:
+    """A batch's messages one by one: those that decode, and how many did not."""
+    good: list[ServerMessage] = []
+    bad = 0
+    for raw in _raw_batch_decoder.decode(frame):
+        try:
+            good.append(_server_decoder.decode(raw))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            bad += 1
+    return good, bad
 
 
 def decode_pub(frame: bytes | memoryview) -> PubEvent:

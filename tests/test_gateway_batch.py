@@ -1,5 +1,6 @@
-"""``Request.batch``: a client that takes batches gets several frames per ZeroMQ message, in
-order; one that does not still gets exactly one frame per message. Real daemon, raw DEALER."""
+"""``Request.batch``: a client that takes batches gets several messages per frame (a batch
+frame: a msgpack array of them), in order; one that does not still gets one message per
+frame. Every ZeroMQ message has one part. Real daemon, raw DEALER."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import zmq
 
 from convergiod import protocol as p
-from convergiod.gateway import BATCH_MAX_BYTES, BATCH_MAX_FRAMES, _batches
+from convergiod.gateway import BATCH_MAX_BYTES, BATCH_MAX_MESSAGES, _batches
 from tests.conftest import DaemonProcess
 
 
@@ -21,12 +22,16 @@ def _dealer(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
 
 
 def _collect(sock: zmq.Socket[Any], n_requests: int) -> list[list[p.ServerMessage]]:
-    """Every message until ``n_requests`` terminal frames came, each a list of its frames."""
+    """Every frame until ``n_requests`` terminal messages came, each as the list of the
+    messages it carries (a frame that is not a batch carries one)."""
     messages: list[list[p.ServerMessage]] = []
     terminal = 0
     while terminal < n_requests:
         assert sock.poll(10_000), "no answer from the daemon"
-        frames = [p.decode_server(f) for f in sock.recv_multipart()]
+        parts = sock.recv_multipart()
+        assert len(parts) == 1, f"a message of {len(parts)} parts"
+        frames = p.decode_server_frame(parts[0])
+        assert p.is_batch(parts[0]) == (len(frames) > 1)
         messages.append(frames)
         terminal += sum(not isinstance(f, p.Event) for f in frames)
     assert not sock.poll(200), "a frame after every request had its terminal frame"
@@ -61,7 +66,7 @@ def test_batched_requests_share_messages_and_keep_their_order(
     assert sum(map(len, messages)) == 200
     assert len(messages) < 150, len(messages)
     assert max(map(len, messages)) > 1
-    assert max(map(len, messages)) <= BATCH_MAX_FRAMES
+    assert max(map(len, messages)) <= BATCH_MAX_MESSAGES
     _check_streams([f for m in messages for f in m], ids, 3)
 
 
@@ -108,18 +113,41 @@ def test_a_batched_request_that_fails_still_ends_with_one_terminal_frame(
     assert isinstance(last[8], p.Result)
 
 
-def test_batches_split_by_frame_count_and_size_and_keep_order() -> None:
-    small = [bytes([i % 256]) * 10 for i in range(3 * BATCH_MAX_FRAMES + 8)]
-    parts = _batches(b"id", small)
-    assert [len(part) - 1 for part in parts] == [BATCH_MAX_FRAMES] * 3 + [8]
-    assert all(part[0] == b"id" for part in parts)
-    assert [f for part in parts for f in part[1:]] == small
+def _messages(n: int, size: int = 0) -> list[p.ServerMessage]:
+    return [p.Event(id=i + 1, seq=1, body=p.Notice(message="x" * size)) for i in range(n)]
 
-    big = [bytes([i]) * (BATCH_MAX_BYTES // 2 + 1) for i in range(5)]
-    parts = _batches(b"id", big)
-    assert [len(part) - 1 for part in parts] == [2, 2, 1]
-    assert [f for part in parts for f in part[1:]] == big
-    assert _batches(b"id", [b"a", b"b"]) == [(b"id", b"a", b"b")]
+
+def test_batches_split_by_message_count_and_size_and_keep_order() -> None:
+    msgs = _messages(3 * BATCH_MAX_MESSAGES + 8)
+    parts = _batches([p.encode(m) for m in msgs])
+    assert [count for count, _ in parts] == [BATCH_MAX_MESSAGES] * 3 + [8]
+    assert [m for _, frame in parts for m in p.decode_server_frame(frame)] == msgs
+
+    # Past BATCH_MAX_BYTES a batch closes before the message that would not fit: two of
+    # these fit in one, a third does not.
+    big = _messages(5, BATCH_MAX_BYTES // 3)
+    parts = _batches([p.encode(m) for m in big])
+    assert [count for count, _ in parts] == [2, 2, 1]
+    assert all(len(frame) <= BATCH_MAX_BYTES + 3 for _, frame in parts)
+    assert [m for _, frame in parts for m in p.decode_server_frame(frame)] == big
+    assert not p.is_batch(parts[-1][1])  # a message alone is sent as itself
+
+    one = p.encode(msgs[0])
+    assert _batches([one]) == [(1, one)]
+    # More than 15 messages take an array16 header.
+    assert p.decode_server_frame(p.encode_batch([one] * 16)) == [msgs[0]] * 16
+
+
+def test_a_batch_with_a_message_the_client_cannot_read_loses_only_that_one() -> None:
+    """A newer daemon may send a message this client does not know: the others of its
+    batch are still delivered."""
+    from convergio_client.trio_client import AsyncClient
+
+    good = _messages(2)
+    unknown = p.encode({"type": "from.the.future", "id": 9})
+    frame = p.encode_batch([p.encode(good[0]), unknown, p.encode(good[1])])
+    assert AsyncClient._salvage(frame) == good
+    assert AsyncClient._salvage(b"\xc1") == []  # not msgpack at all
 
 
 def test_batched_requests_in_flight_at_shutdown_all_get_their_terminal_frame(

@@ -194,18 +194,31 @@ class AsyncClient:
 
     def _receive(self, msgs: list[list[bytes]]) -> None:
         """The messages from the daemon, as the socket gets them (``set_receiver``). Requests
-        are sent with ``batch``: a message may hold several frames, each a whole message."""
+        are sent with ``batch``: a frame may be a batch of messages (decoded in one pass)."""
         dispatch = self._dispatch
         for frames in msgs:
             for frame in frames:
-                dispatch(frame)
+                try:
+                    batch = protocol.decode_server_frame(frame)
+                except Exception:
+                    batch = self._salvage(frame)
+                for msg in batch:
+                    dispatch(msg)
 
-    def _dispatch(self, frame: bytes) -> None:
-        try:
-            msg = protocol.decode_server(frame)
-        except Exception:
-            log.exception("undecodable frame from the daemon dropped")
-            return
+    @staticmethod
+    def _salvage(frame: bytes) -> list[protocol.ServerMessage]:
+        if protocol.is_batch(frame):
+            try:
+                good, bad = protocol.decode_batch_loosely(frame)
+            except Exception:
+                good, bad = [], 1
+            if bad:
+                log.error("%d undecodable messages of a batch from the daemon dropped", bad)
+            return good
+        log.exception("undecodable frame from the daemon dropped")
+        return []
+
+    def _dispatch(self, msg: protocol.ServerMessage) -> None:
         pending = self._pending.get(msg.id)
         if pending is None:
             if isinstance(msg, protocol.Failure) and msg.id == 0:
