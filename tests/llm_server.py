@@ -38,6 +38,7 @@ import argparse
 import gc
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,18 @@ class Stream:
     async def aclose(self) -> None:
         self._fd = -1
         await self.stream.aclose()
+
+
+#: The one header the server needs on every request (the others only when recording).
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE).search
+
+
+def _headers(head: bytes) -> dict[str, str]:
+    headers = {}
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return headers
 
 
 def _decode_body(data: bytes) -> Any:
@@ -165,13 +178,9 @@ class LLMServer:
                         return
                     buf += data
                 head, _, buf = buf.partition(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                method, path, _ = lines[0].split(" ", 2)
-                headers = {}
-                for line in lines[1:]:
-                    k, _, v = line.partition(":")
-                    headers[k.strip().lower()] = v.strip()
-                length = int(headers.get("content-length", "0"))
+                method, path, _ = head[: head.find(b"\r\n")].decode("latin-1").split(" ", 2)
+                found = _CONTENT_LENGTH(head)
+                length = int(found.group(1)) if found else 0
                 while len(buf) < length:
                     data = await stream.receive_some(65536)
                     if not data:
@@ -180,7 +189,7 @@ class LLMServer:
                 body_bytes, buf = buf[:length], buf[length:]
                 body = _decode_body(body_bytes) if body_bytes else None
                 if self.record:
-                    self.requests.append(Recorded(method, path, headers, body))
+                    self.requests.append(Recorded(method, path, _headers(head), body))
                 keep = await self._route(stream, method, path, body)
                 if not keep:
                     await stream.aclose()
