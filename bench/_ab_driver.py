@@ -19,6 +19,7 @@ REV = Path(sys.argv[1]).resolve()
 sys.path[:0] = [str(REV), str(REV / "clients" / "python")]
 
 import trio  # noqa: E402
+from _common import quiet_heap  # noqa: E402
 
 from convergio_client.trio_client import open_client  # noqa: E402
 from convergiod import protocol as p  # noqa: E402
@@ -78,6 +79,7 @@ async def main() -> None:
 
             for r in range(3):
                 await one_round(f"warm {r}")
+            quiet_heap()
             before = thread_cpu(pid)
             start = time.perf_counter()
             slowest = 0.0
