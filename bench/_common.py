@@ -36,10 +36,12 @@ def quiet_heap() -> None:
     """Before a measured phase: what the benchmark process has built so far (its client,
     test server, imports) is moved out of the garbage collector's sight, so a full
     collection of it (15-20 ms here) does not land inside a measured round, where it
-    would stall the client and the model server that share the machine with the daemon.
-    The daemon does the same once it has started (``convergiod.daemon._tune_gc``)."""
+    would stall the client and the model server that share the machine with the daemon;
+    and young collections run as rarely as in the daemon. The daemon does the same once it
+    has started (``convergiod.daemon._tune_gc``)."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(100_000, 10, 10)
 
 
 #: Measured when a benchmark imports this module, i.e. as it starts.
