@@ -427,3 +427,40 @@ def test_reload_picks_up_a_new_agent_and_refuses_a_broken_default(daemon: Daemon
     assert refused.returncode == 1
     assert "orchestrator.default_agent" in refused.stderr
     assert daemon.cli("agents", "show", "poet").returncode == 0
+
+
+async def test_an_ask_whose_records_cannot_be_written_fails_cleanly(
+    daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    """The tenant's database fills up: a task's records fail at their commit (the end of
+    the task is submitted behind its first record before that commits). The ask fails with
+    ``unavailable`` (not a hang, not an answer), no failed ask is recorded done, and the
+    daemon serves on."""
+    async with scripted(lambda turn: Reply(text="an answer to keep " * 20)) as server:
+        config = router_config(server.port) + "\n[memory]\nmax_db_mib = 1\n"
+        d = daemon_factory(config)
+        async with open_client(paths=d.paths) as client:
+
+            async def ask(n: int) -> None:
+                await collect(
+                    client, p.Ask(prompt=f"ask {n}", agent="writer", workspace=str(tmp_path))
+                )
+
+            with pytest.raises(RemoteError) as full:
+                for i in range(5000):
+                    await client.call(p.MemoryRemember(text=f"{i} " + "filler " * 400))
+            assert full.value.code == "unavailable"
+            with pytest.raises(RemoteError) as info:
+                for n in range(2000):  # until the asks' own records no longer fit
+                    await ask(n)
+            assert info.value.code == "unavailable", info.value.message
+            done = sum(
+                t.status == "done" for t in (await client.call(p.TaskListOp(limit=1000))).tasks
+            )
+            for n in range(2):
+                with pytest.raises(RemoteError) as info:
+                    await ask(10_000 + n)
+                assert info.value.code == "unavailable", info.value.message
+            tasks = (await client.call(p.TaskListOp(limit=1000))).tasks
+            assert sum(t.status == "done" for t in tasks) == done
+            assert (await client.call(p.Ping())).pid == d.proc.pid  # type: ignore[union-attr]

@@ -251,27 +251,32 @@ async def _run_task(
                 text = await run.run(agent, prompt, context, nursery=nursery, timed=False)
                 if not recorded.is_set():
                     await recorded.wait()
-                for pending in submitted:
-                    await asks.settle(pending)
                 early: Any = NOT_NOW
                 if run.all_submitted():
-                    # The end's record goes to the group commit now, right behind the last
-                    # checkpoints (the writer keeps the order of submission): they commit
-                    # together, one commit to wait for instead of two.
+                    # The end's record goes to the group commit now, right behind the
+                    # task's record and its last checkpoints, committed or not (the writer
+                    # keeps the order of submission): they commit together or one after
+                    # the other, and the answer waits for one commit instead of a chain of
+                    # them (under load, each group commit takes milliseconds).
                     early = _submit(memory, end("done", text), task)
                 if type(early) is Pending:
                     # Everything of the task is submitted: it is done, whatever becomes of
                     # this request now (a cancel does not withdraw a submitted write).
                     status, finished = "done", True
                     try:
+                        for pending in submitted:
+                            await asks.settle(pending)
                         await run.settle()
                     except Exception:
-                        # A checkpoint failed after all: the record of the failure goes
-                        # after the end's (``finally``). The answer stays in the
-                        # conversation: only a database failing under a write does this.
+                        # The task's record or a checkpoint failed after all: the record of
+                        # the failure goes after the end's (``finally``). The answer stays
+                        # in the conversation: only a database failing under a write does
+                        # this.
                         status, finished = "failed", False
                         raise
                 else:
+                    for pending in submitted:
+                        await asks.settle(pending)
                     await run.settle()
                     status, finished = "done", True
                 await finish("done", text, early)
