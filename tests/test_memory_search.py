@@ -27,10 +27,10 @@ from convergiod.errors import OpError
 # ----------------------------------------------------------------------------- writer
 
 
-def _writer(tmp_path: Path) -> Writer:
+def _writer(tmp_path: Path, max_batch: int = 4) -> Writer:
     con = apsw.Connection(str(tmp_path / "w.db"))
     con.execute("CREATE TABLE t (v INTEGER UNIQUE)")
-    return Writer(con, max_batch=4)
+    return Writer(con, max_batch=max_batch)
 
 
 def _insert(v: int) -> object:
@@ -56,6 +56,34 @@ async def test_writer_commits_every_write_once_in_batches(tmp_path: Path) -> Non
     assert await trio.to_thread.run_sync(w.wait_idle, 10.0)
     assert [r[0] for r in w.con.execute("SELECT v FROM t ORDER BY v")] == list(range(50))
     assert not w._running and not w._queue
+
+
+async def test_writes_submitted_in_one_scheduler_pass_share_one_commit(tmp_path: Path) -> None:
+    """A burst of writes (each request's task submitting one in turn, in the same pass of
+    the scheduler) goes to one group commit: the drainer starts after them, not with the
+    first one (which would then commit alone)."""
+    w = _writer(tmp_path, max_batch=100)
+    pendings = []
+    for v in range(10):
+        pendings.append(w.write_later(_insert(v)))  # type: ignore[arg-type]
+        time.sleep(0.005)  # noqa: ASYNC251 (a busy step: a drainer started now would commit)
+    assert w._running and not w._idle.is_set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert await trio.to_thread.run_sync(w.wait_idle, 10.0)
+    await trio.testing.wait_all_tasks_blocked()
+    assert all(p.done for p in pendings)
+    assert (w.batches, w.writes) == (1, 10)
+
+
+async def test_closing_with_a_commit_about_to_start_runs_it(tmp_path: Path) -> None:
+    """``wait_idle`` (closing the connection) on the event loop's own thread, right after a
+    write: the drainer that was to start with the next pass starts now, no deadlock."""
+    w = _writer(tmp_path)
+    pending = w.write_later(_insert(7))  # type: ignore[arg-type]
+    assert w.wait_idle(10.0)  # blocking, on the Trio thread
+    assert [r[0] for r in w.con.execute("SELECT v FROM t")] == [7]
+    await trio.testing.wait_all_tasks_blocked()  # the completion reaches the loop
+    assert pending.done and w.batches == 1
 
 
 async def test_writer_failure_and_cancellation_stay_with_their_own_write(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ commits them in one transaction, hands the batch back to the event loop, and goe
 the writes queued meanwhile: under load it never waits for the event loop between batches
 (a thread hop per batch cost about a millisecond of scheduling latency on a busy two-core
 machine, more than the commit itself). When the queue is empty the drainer returns its
-thread; the next write starts a new one.
+thread; the next write starts a new one, once the tasks running at that moment have run
+(so the writes of a burst of requests share a commit instead of each having its own).
 
 So concurrent writes share one COMMIT (and one fsync), the next batch gathers while the
 current one commits, and each caller hears about its write only after its COMMIT: an
@@ -126,6 +127,9 @@ class Writer:
         self._idle = threading.Event()
         self._idle.set()
         self._token: trio.lowlevel.TrioToken | None = None
+        #: The drainer is to be started by the kicker (``_schedule_kick``), not yet started.
+        self._kick_pending = False
+        self._kicker: trio.lowlevel.Task | None = None  # parked until the next kick
         self.batches = 0
         self.writes = 0
 
@@ -202,15 +206,56 @@ class Writer:
             self._token = trio.lowlevel.current_trio_token()
         with self._lock:
             self._queue.append(job)
-            start = not self._running
-            if start:
+            kick = not self._running
+            if kick:
                 self._running = True
+                self._kick_pending = True
                 self._idle.clear()
-        if start:
-            trio.lowlevel.start_thread_soon(self._drain, self._drained, name="memory writer")
+        if kick:
+            self._schedule_kick()
+
+    def _schedule_kick(self) -> None:
+        """Start the drainer once the tasks that run now have run (the kicker is a task
+        woken here): the writes they submit meanwhile join the same group commit. Started
+        at once, the drainer would commit the first write alone while a burst of requests
+        submits theirs one after another, each with its own COMMIT, fsync and wake-up of
+        the event loop."""
+        kicker = self._kicker
+        if kicker is not None:
+            self._kicker = None
+            trio.lowlevel.reschedule(kicker)
+            return
+        try:
+            trio.lowlevel.spawn_system_task(self._kick_loop, name="memory writer kick")
+        except RuntimeError:  # the run is ending: no more tasks, start it now
+            self._kick()
+
+    async def _kick_loop(self) -> None:
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._kicker = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        while True:
+            self._kick()
+            self._kicker = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _kick(self) -> None:
+        """Start the drainer if a kick is pending (any thread)."""
+        with self._lock:
+            if not self._kick_pending:
+                return
+            self._kick_pending = False
+            if not self._queue:  # every queued write was withdrawn meanwhile
+                self._running = False
+                self._idle.set()
+                return
+        trio.lowlevel.start_thread_soon(self._drain, self._drained, name="memory writer")
 
     def wait_idle(self, timeout: float) -> bool:
-        """Blocking: wait until no drainer runs (for closing the connection)."""
+        """Blocking: wait until no drainer runs (for closing the connection); a drainer
+        that was about to start starts now."""
+        self._kick()
         return self._idle.wait(timeout)
 
     # ------------------------------------------------------------------ the drainer thread
