@@ -304,7 +304,7 @@ def test_a_version_1_database_is_upgraded(tmp_path: Path) -> None:
     db = TenantDB.open("old", path, MemoryConfig())
     try:
         assert db.schema_found == 1
-        assert int(db.con.pragma("user_version")) == schema.VERSION == 3
+        assert int(db.con.pragma("user_version")) == schema.VERSION == 4
         rows = list(db.con.execute("SELECT uid, length(embedding) FROM facts"))
         assert all(uid and size == 4 * 384 for uid, size in rows)
         assert len(db.index) == 2
@@ -345,12 +345,12 @@ async def test_a_version_2_database_is_upgraded(tmp_path: Path) -> None:
         new = await mem.ask(m.Remember(tenant="old", text="a third fact", supersedes=1))
         assert new.id == 3
         stats = await mem.ask(m.Stats(tenant="old"))
-        assert (stats.facts, stats.current_facts, stats.schema_version) == (3, 2, 3)
+        assert (stats.facts, stats.current_facts, stats.schema_version) == (3, 2, schema.VERSION)
         hits = await mem.ask(m.Search(tenant="old", query="trains", at=2000.0))
         assert [h.fact.id for h in hits][:1] == [2]
     db = TenantDB.open("old", path, MemoryConfig())
     try:
-        assert db.schema_found == 3 and int(db.con.pragma("user_version")) == 3
+        assert db.schema_found == int(db.con.pragma("user_version")) == schema.VERSION
         assert _indexes(db.con) == {"facts_by_time_uid", "facts_superseded"}
         with pytest.raises(apsw.ConstraintError):
             db.con.execute(
@@ -698,3 +698,118 @@ async def test_task_records_queued_together_commit_in_order_and_fail_alone(
             "reply",
         ]
         assert await mem.ask(m.History(tenant="a", conversation="c3")) == []
+
+
+# ----------------------------------------------------------------------------- task records
+
+
+def _task_tables(con: apsw.Connection) -> list[list[tuple[Any, ...]]]:
+    return [
+        list(con.execute(f"SELECT * FROM {table} ORDER BY 1, 2"))
+        for table in ("tasks", "conversations", "messages")
+    ]
+
+
+def test_a_task_record_in_one_statement_writes_what_the_three_did(tmp_path: Path) -> None:
+    """``save_task_record`` (the ``task_writes`` view, version 4) against ``save_task`` then
+    ``append_message``: the same rows, for a new task, its update, a second conversation, a
+    message with an agent and a cost; and a failing message (a role the schema refuses)
+    leaves nothing of the record either."""
+    from convergiod import native
+    from convergiod.actors.memory import ledger
+
+    cons = []
+    for name in ("one", "three"):
+        con = apsw.Connection(str(tmp_path / f"{name}.db"))
+        con.pragma("foreign_keys", True)
+        schema.migrate(con)
+        cons.append(con)
+    one, three = cons
+    writes = [
+        (
+            m.SaveTask(
+                tenant="t", task="t1", status="running", request="q", agent="a", conversation="c1"
+            ),
+            m.AppendMessage(tenant="t", conversation="c1", role="user", content="hello"),
+        ),
+        (
+            m.SaveTask(
+                tenant="t",
+                task="t1",
+                status="done",
+                request="q",
+                agent="a",
+                conversation="c1",
+                result="r",
+            ),
+            m.AppendMessage(
+                tenant="t", conversation="c1", role="assistant", content="r", agent="a", cost=0.5
+            ),
+        ),
+        (
+            m.SaveTask(
+                tenant="t",
+                task="t2",
+                status="running",
+                request="é 漢字",
+                agent="b",
+                conversation="c2",
+            ),
+            m.AppendMessage(tenant="t", conversation="c2", role="user", content="é 漢字", tokens=7),
+        ),
+    ]
+    for i, (task, message) in enumerate(writes):
+        now = 1000.0 + i
+        with one:
+            ledger.save_task_record(
+                one, task, message, message.tokens or native.estimate_tokens(message.content), now
+            )
+        with three:
+            ledger.save_task(three, [], task, now)
+            ledger.append_message(three, [], message, now)
+    assert _task_tables(one) == _task_tables(three)
+    assert len(_task_tables(one)[2]) == 3
+    before = _task_tables(one)
+    # Structs are checked when decoded, not when built: a role the schema's CHECK refuses.
+    bad = m.AppendMessage(tenant="t", conversation="c3", role="narrator", content="x")  # type: ignore[arg-type]
+    new_task = m.SaveTask(
+        tenant="t", task="t3", status="running", request="x", agent="a", conversation="c3"
+    )
+    with pytest.raises(apsw.ConstraintError), one:
+        ledger.save_task_record(one, new_task, bad, 1, 2000.0)
+    assert _task_tables(one) == before
+
+
+async def test_a_version_3_database_with_tasks_is_upgraded(tmp_path: Path) -> None:
+    root = tmp_path / "tenants"
+    root.mkdir()
+    con = apsw.Connection(str(root / "old.db"))
+    schema.migrate(con, target=3)
+    with con:
+        con.execute("INSERT INTO conversations VALUES ('c1', 1.0, 1.0)")
+        con.execute("INSERT INTO tasks VALUES ('t1', 'running', 'q', 'a', 'c1', NULL, 1.0, 1.0)")
+    con.close()
+    async with memory(root, clock=lambda: 5.0) as mem:
+        await mem.ask(
+            m.SaveTask(
+                tenant="old",
+                task="t1",
+                status="done",
+                request="q",
+                agent="a",
+                conversation="c1",
+                result="r",
+                message=m.AppendMessage(
+                    tenant="old", conversation="c1", role="assistant", content="r"
+                ),
+            )
+        )
+        record = await mem.ask(m.LoadTask(tenant="old", task="t1"))
+        assert (record.status, record.result, record.created, record.updated) == (
+            "done",
+            "r",
+            1.0,
+            5.0,
+        )
+        history = await mem.ask(m.History(tenant="old", conversation="c1"))
+        assert [(h.role, h.content, h.created) for h in history] == [("assistant", "r", 5.0)]

@@ -356,6 +356,14 @@ class MemoryActor(Actor):
         if message.tenant != msg.tenant:
             raise OpError("bad_request", "a task's message must be of the task's tenant")
         self._check_message(message)
+        if message.parent is None:
+            # The record and the message in one statement (schema version 4), its tokens
+            # counted here: the writer's thread makes one SQLite call for it, no C call.
+            tokens = message.tokens or native.estimate_tokens(message.content)
+            return {
+                "fn": lambda con, post: ledger.save_task_record(con, msg, message, tokens, now),
+                "atomic": True,
+            }
 
         def both(con: apsw.Connection, post: Any) -> None:
             ledger.save_task(con, post, msg, now)

@@ -163,6 +163,34 @@ def save_task(con: apsw.Connection, post: Post, msg: m.SaveTask, now: float) -> 
     )
 
 
+def save_task_record(
+    con: apsw.Connection, msg: m.SaveTask, message: m.AppendMessage, tokens: int, now: float
+) -> None:
+    """``save_task``, then ``append_message`` of ``message`` (which has no ``parent``) with
+    ``tokens``, in one statement (the ``task_writes`` view, schema version 4): both or
+    neither, and one SQLite call for the writer's thread."""
+    con.execute(
+        "INSERT INTO task_writes (task, status, request, agent, conversation, result, now,"
+        " msg_conversation, role, msg_agent, content, tokens, cost)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            msg.task,
+            msg.status,
+            msg.request,
+            msg.agent,
+            msg.conversation,
+            msg.result,
+            now,
+            message.conversation,
+            message.role,
+            message.agent,
+            message.content,
+            tokens,
+            message.cost,
+        ),
+    )
+
+
 def save_step(con: apsw.Connection, post: Post, msg: m.SaveStep, now: float) -> bool:
     if con.execute("SELECT 1 FROM tasks WHERE task = ?", (msg.task,)).fetchone() is None:
         raise OpError("not_found", f"task {msg.task!r} does not exist")

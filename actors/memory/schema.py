@@ -180,8 +180,36 @@ CREATE UNIQUE INDEX facts_by_time_uid ON facts(valid_from, uid);
 CREATE INDEX facts_superseded ON facts(valid_to) WHERE valid_to IS NOT NULL;
 """
 
+#: Version 4: a task's record and the message it adds to its conversation written by one
+#: statement (an INSERT into the view ``task_writes``, whose trigger does the three writes
+#: inside SQLite). The memory writer's thread waits for the event loop to hand it the GIL
+#: back after each SQLite call, and under load that wait, not the work, is the cost of a
+#: write: one call per task record instead of four (with the token count made before).
+V4 = """
+CREATE VIEW task_writes AS SELECT
+    NULL AS task, NULL AS status, NULL AS request, NULL AS agent, NULL AS conversation,
+    NULL AS result, NULL AS now, NULL AS msg_conversation, NULL AS role, NULL AS msg_agent,
+    NULL AS content, NULL AS tokens, NULL AS cost;
+CREATE TRIGGER task_writes_insert INSTEAD OF INSERT ON task_writes BEGIN
+    INSERT INTO tasks (task, status, request, agent, conversation, result, created, updated)
+    VALUES (NEW.task, NEW.status, NEW.request, NEW.agent, NEW.conversation, NEW.result,
+            NEW.now, NEW.now)
+    ON CONFLICT (task) DO UPDATE SET
+        status = excluded.status, request = excluded.request, agent = excluded.agent,
+        conversation = excluded.conversation, result = excluded.result,
+        updated = excluded.updated;
+    INSERT INTO conversations (id, created, updated)
+    SELECT NEW.msg_conversation, NEW.now, NEW.now WHERE NEW.content IS NOT NULL
+    ON CONFLICT (id) DO UPDATE SET updated = excluded.updated;
+    INSERT INTO messages (conversation, role, agent, content, tokens, cost, parent, created)
+    SELECT NEW.msg_conversation, NEW.role, NEW.msg_agent, NEW.content, NEW.tokens, NEW.cost,
+           NULL, NEW.now
+    WHERE NEW.content IS NOT NULL;
+END;
+"""
+
 Migration = str | Callable[[apsw.Connection], None]
-MIGRATIONS: tuple[Migration, ...] = (V1, _v2, V3)
+MIGRATIONS: tuple[Migration, ...] = (V1, _v2, V3, V4)
 VERSION = len(MIGRATIONS)
 
 
