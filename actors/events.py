@@ -12,7 +12,7 @@ import logging
 import trio
 
 from convergiod import protocol
-from convergiod.runtime import Actor
+from convergiod.runtime import NOT_NOW, Actor
 from convergiod.zmqtrio import TrioSocket
 
 log = logging.getLogger("convergiod.events")
@@ -21,6 +21,19 @@ log = logging.getLogger("convergiod.events")
 class EventsActor(Actor):
     def __init__(self, pub: TrioSocket) -> None:
         self._pub = pub
+
+    def handle_now(self, msg: object) -> object:
+        """Publish at once when the socket takes it (the daemon asks this only while the
+        actor is idle, ``ActorRef.idle``: nothing queued that this would overtake)."""
+        if not isinstance(msg, protocol.PubEvent):
+            return NOT_NOW
+        try:
+            if self._pub.try_send_multipart((msg.topic.encode(), protocol.encode(msg))):
+                return None
+        except trio.ClosedResourceError:
+            log.debug("event %s dropped: the PUB socket is closed", msg.topic)
+            return None
+        return NOT_NOW
 
     async def handle(self, msg: object) -> None:
         if not isinstance(msg, protocol.PubEvent):

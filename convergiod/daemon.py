@@ -32,6 +32,7 @@ from convergiod.gateway import Gateway, Handler, InlineHandler, ipc_router_optio
 from convergiod.lock import DaemonLock
 from convergiod.paths import Paths
 from convergiod.runtime import (
+    NOT_NOW,
     ActorCrashed,
     ActorNotFound,
     ActorStopped,
@@ -163,7 +164,11 @@ class Daemon:
             self._early_events.append(event)
             return
         try:
-            self.system.ref("events").send(event)
+            events = self.system.ref("events")
+            # Published on this task when the actor has nothing queued or in progress
+            # (order kept, no mailbox trip); otherwise queued behind the others.
+            if not (events.idle() and events.ask_now(event) is not NOT_NOW):
+                events.send(event)
         except RUNTIME_ERRORS:
             self.events_dropped += 1
 

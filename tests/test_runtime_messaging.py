@@ -444,3 +444,33 @@ async def test_ask_now_answers_at_once_or_declines_and_crashes_like_handle() -> 
         await system.wait_healthy()
         assert ref.ask_now(("now", 6)) == ("now", 6)
         assert [i.restarts for i in system.info() if i.name == "n"] == [1]
+
+
+class Gated(Actor):
+    """Handles a message only once ``gate`` is set."""
+
+    def __init__(self) -> None:
+        self.gate = trio.Event()
+        self.seen: list[Any] = []
+
+    async def handle(self, msg: Any) -> None:
+        await self.gate.wait()
+        self.seen.append(msg)
+
+
+async def test_idle_means_nothing_queued_and_no_message_in_progress() -> None:
+    """``ActorRef.idle``: what lets a caller handle a message now without overtaking one
+    that is queued or being handled (the daemon publishes events this way)."""
+    async with open_actor_system(tree(ChildSpec(name="g", start=Gated))) as system:
+        ref = system.ref("g")
+        await system.wait_healthy()
+        await trio.testing.wait_all_tasks_blocked()
+        assert ref.idle()
+        ref.send(1)
+        assert not ref.idle()  # queued, its worker not yet run
+        await trio.testing.wait_all_tasks_blocked()
+        assert not ref.idle()  # in progress (waiting on the gate)
+        instance = ref._cell.instance  # type: ignore[union-attr]
+        instance.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert ref.idle() and instance.seen == [1]

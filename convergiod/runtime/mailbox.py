@@ -67,6 +67,11 @@ class Mailbox:
     def closed(self) -> bool:
         return self._closed is not None
 
+    @property
+    def waiting(self) -> int:
+        """Workers parked for the next message (none of them is handling one)."""
+        return len(self._getters)
+
     def put_nowait(self, env: Envelope) -> None:
         if self._closed is not None:
             raise self._closed()

@@ -48,6 +48,18 @@ class ActorRef:
             self._timer.add(env, timeout, self.name)
         return await wait_task_rescheduled(env.abort)
 
+    def idle(self) -> bool:
+        """Nothing in the mailbox and every worker waiting for a message: a message handled
+        now (``ask_now``) overtakes none queued or in progress. For actors that decline in
+        ``handle_now`` what must keep its order only because of those."""
+        instance = self._cell.instance
+        mailbox = self._mailbox
+        return (
+            instance is not None
+            and not mailbox.queue
+            and mailbox.waiting >= max(1, instance.concurrency)
+        )
+
     def ask_now(self, msg: Any) -> Any:
         """``Actor.handle_now`` on the running instance: its answer, or ``NOT_NOW`` when it
         declines or the actor is not running (then ``ask`` goes through the mailbox).
