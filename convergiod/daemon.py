@@ -315,8 +315,9 @@ def inline_handlers(daemon: Daemon) -> dict[type, InlineHandler]:
 #: them and the count goes back down. Under that threshold (Python's default is 700; 10,000
 #: before) collections came while requests were in flight, each walking what they hold:
 #: about 2 ms each, 23 µs per request at 100 concurrent asks (measured with gc.callbacks).
-#: At 100,000 none comes then; garbage in reference cycles, which only the collector frees,
-#: waits for at most that many allocations (a few MB).
+#: At 100,000 none comes then. Garbage in reference cycles, which only the collector frees,
+#: waits longer: young, for at most that many allocations (a few MB); older cycles for the
+#: older generations' collections, 10 and 100 times rarer.
 GC_THRESHOLD = (100_000, 10, 10)
 
 

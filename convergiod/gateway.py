@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -372,16 +372,18 @@ class Gateway:
         outbox = self._outbox
         for ident in list(outbox):
             frames = outbox[ident]
-            for count, frame in _batches(frames):
+            taken = 0
+            for count, frame in _batches(frames):  # made one by one, as the socket takes them
                 try:
                     sent = self.router.try_send_multipart((ident, frame))
                 except trio.ClosedResourceError:
                     sent = drop = True
                 if not sent:
                     break
-                del frames[:count]
+                taken += count
+            del frames[:taken]
             if frames and drop:
-                log.warning("%d frames for a client that takes none dropped", len(frames))
+                log.warning("%d messages for a client that takes none dropped", len(frames))
                 frames.clear()
             if not frames:
                 del outbox[ident]
@@ -707,26 +709,27 @@ class Gateway:
                 self.limiter.leave(caller.tenant)
 
 
-def _batches(frames: list[bytes]) -> list[tuple[int, bytes]]:
-    """``frames`` (encoded messages, in order) as the frames that carry them: pairs of how
-    many messages and the frame. A batch frame (``protocol.encode_batch``) holds at most
-    BATCH_MAX_MESSAGES messages and BATCH_MAX_BYTES bytes; a message that would take it
-    past either starts the next one, and a message alone goes as itself."""
+def _batches(frames: list[bytes]) -> Iterator[tuple[int, bytes]]:
+    """``frames`` (encoded messages, in order) as the frames that carry them, made as they
+    are asked for: pairs of how many messages and the frame. A batch frame
+    (``protocol.encode_batch``) holds at most BATCH_MAX_MESSAGES messages and
+    BATCH_MAX_BYTES bytes; a message that would take it past either starts the next one,
+    and a message alone goes as itself."""
     if len(frames) == 1:
-        return [(1, frames[0])]
+        yield 1, frames[0]
+        return
     if len(frames) <= BATCH_MAX_MESSAGES and sum(map(len, frames)) <= BATCH_MAX_BYTES:
-        return [(len(frames), protocol.encode_batch(frames))]
-    out: list[tuple[int, bytes]] = []
+        yield len(frames), protocol.encode_batch(frames)
+        return
     part: list[bytes] = []
     size = 0
     for frame in frames:
         if part and (len(part) == BATCH_MAX_MESSAGES or size + len(frame) > BATCH_MAX_BYTES):
-            out.append(_carrier(part))
+            yield _carrier(part)
             part, size = [], 0
         part.append(frame)
         size += len(frame)
-    out.append(_carrier(part))
-    return out
+    yield _carrier(part)
 
 
 def _carrier(part: list[bytes]) -> tuple[int, bytes]:

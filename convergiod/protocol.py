@@ -406,12 +406,12 @@ class Request(_Base, tag="request"):
     """``id`` is chosen by the client and must be unique among its requests in flight.
     ``deadline`` is a relative budget in seconds, counted from receipt by the daemon.
 
-    ``batch``: the client takes several server frames in one ZeroMQ message. While the
-    client has other requests in flight, the daemon then sends this request's events and
-    its terminal frame together with the other frames for the same client made in the same
-    pass of its scheduler, as one multipart message (one ``Event``/``Result``/``Failure``
-    per frame, in order). Without it (the default, and
-    what a daemon that does not know the field does) every frame is a message of its own.
+    ``batch``: the client takes batch frames (``encode_batch``: a msgpack array of
+    ``Event``/``Result``/``Failure`` messages, in order). While the client has other
+    requests in flight, the daemon then sends this request's events and its terminal
+    message together with the other messages for the same client made in the same pass of
+    its scheduler, in one frame. Without it (the default, and what a daemon that does not
+    know the field does) every message is a frame of its own.
     """
 
     id: RequestId

@@ -178,7 +178,7 @@ class LLMServer:
                         return
                     buf += data
                 head, _, buf = buf.partition(b"\r\n\r\n")
-                method, path, _ = head[: head.find(b"\r\n")].decode("latin-1").split(" ", 2)
+                method, path, _ = head.partition(b"\r\n")[0].decode("latin-1").split(" ", 2)
                 found = _CONTENT_LENGTH(head)
                 length = int(found.group(1)) if found else 0
                 while len(buf) < length:

@@ -119,21 +119,21 @@ def _messages(n: int, size: int = 0) -> list[p.ServerMessage]:
 
 def test_batches_split_by_message_count_and_size_and_keep_order() -> None:
     msgs = _messages(3 * BATCH_MAX_MESSAGES + 8)
-    parts = _batches([p.encode(m) for m in msgs])
+    parts = list(_batches([p.encode(m) for m in msgs]))
     assert [count for count, _ in parts] == [BATCH_MAX_MESSAGES] * 3 + [8]
     assert [m for _, frame in parts for m in p.decode_server_frame(frame)] == msgs
 
     # Past BATCH_MAX_BYTES a batch closes before the message that would not fit: two of
     # these fit in one, a third does not.
     big = _messages(5, BATCH_MAX_BYTES // 3)
-    parts = _batches([p.encode(m) for m in big])
+    parts = list(_batches([p.encode(m) for m in big]))
     assert [count for count, _ in parts] == [2, 2, 1]
     assert all(len(frame) <= BATCH_MAX_BYTES + 3 for _, frame in parts)
     assert [m for _, frame in parts for m in p.decode_server_frame(frame)] == big
     assert not p.is_batch(parts[-1][1])  # a message alone is sent as itself
 
     one = p.encode(msgs[0])
-    assert _batches([one]) == [(1, one)]
+    assert list(_batches([one])) == [(1, one)]
     # More than 15 messages take an array16 header.
     assert p.decode_server_frame(p.encode_batch([one] * 16)) == [msgs[0]] * 16
 
@@ -146,8 +146,9 @@ def test_a_batch_with_a_message_the_client_cannot_read_loses_only_that_one() -> 
     good = _messages(2)
     unknown = p.encode({"type": "from.the.future", "id": 9})
     frame = p.encode_batch([p.encode(good[0]), unknown, p.encode(good[1])])
-    assert AsyncClient._salvage(frame) == good
-    assert AsyncClient._salvage(b"\xc1") == []  # not msgpack at all
+    assert AsyncClient._salvage(frame, ValueError("unknown type")) == good
+    assert AsyncClient._salvage(b"\xc1", ValueError("not msgpack")) == []
+    assert AsyncClient._salvage(b"\x92\xc1", ValueError("broken")) == []  # a broken batch
 
 
 def test_batched_requests_in_flight_at_shutdown_all_get_their_terminal_frame(

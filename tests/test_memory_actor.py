@@ -775,9 +775,13 @@ def test_a_task_record_in_one_statement_writes_what_the_three_did(tmp_path: Path
     new_task = m.SaveTask(
         tenant="t", task="t3", status="running", request="x", agent="a", conversation="c3"
     )
-    with pytest.raises(apsw.ConstraintError), one:
+    # Inside a transaction that goes on (as in a group commit): the failing statement
+    # undoes its own writes, the trigger's included, and nothing else.
+    one.execute("BEGIN")
+    with pytest.raises(apsw.ConstraintError):
         ledger.save_task_record(one, new_task, bad, 1, 2000.0)
     assert _task_tables(one) == before
+    one.execute("COMMIT")
 
 
 async def test_a_version_3_database_with_tasks_is_upgraded(tmp_path: Path) -> None:

@@ -86,6 +86,42 @@ async def test_closing_with_a_commit_about_to_start_runs_it(tmp_path: Path) -> N
     assert pending.done and w.batches == 1
 
 
+async def test_a_writer_done_with_is_not_kept_alive_by_its_kicker(tmp_path: Path) -> None:
+    import gc
+    import weakref
+
+    w = _writer(tmp_path)
+    await w.write(_insert(1))  # type: ignore[arg-type]
+    assert await trio.to_thread.run_sync(w.wait_idle, 10.0)
+    await trio.testing.wait_all_tasks_blocked()
+    gone = weakref.ref(w)
+    w.con.close()
+    del w
+    gc.collect()
+    assert gone() is None
+
+
+async def test_no_thread_for_the_writer_fails_its_writes_and_it_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drainer's thread cannot be started (threads exhausted): the queued writes fail
+    with that error, the event loop goes on, and the next write works."""
+    w = _writer(tmp_path)
+    real = trio.lowlevel.start_thread_soon
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(trio.lowlevel, "start_thread_soon", refuse)
+    pending = w.write_later(_insert(1))  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        await w.write(_insert(2))  # type: ignore[arg-type]
+    assert pending.done and w._idle.is_set() and not w._queue
+    monkeypatch.setattr(trio.lowlevel, "start_thread_soon", real)
+    assert await w.write(_insert(3)) == 3  # type: ignore[arg-type]
+    assert [r[0] for r in w.con.execute("SELECT v FROM t")] == [3]
+
+
 async def test_writer_failure_and_cancellation_stay_with_their_own_write(tmp_path: Path) -> None:
     w = _writer(tmp_path)
     await w.write(_insert(1))  # type: ignore[arg-type]

@@ -464,3 +464,36 @@ async def test_an_ask_whose_records_cannot_be_written_fails_cleanly(
             tasks = (await client.call(p.TaskListOp(limit=1000))).tasks
             assert sum(t.status == "done" for t in tasks) == done
             assert (await client.call(p.Ping())).pid == d.proc.pid  # type: ignore[union-attr]
+
+
+async def test_a_task_whose_own_record_fails_alone_is_recorded_failed_not_done(
+    daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    """The task's first record (with the user's message) fails while its end (with the
+    answer) commits: the end is submitted before the record has committed. The ask fails,
+    and the task is recorded failed after its end, not left done."""
+    import apsw
+
+    async with scripted(lambda turn: Reply(text="fine")) as server:
+        d = daemon_factory(router_config(server.port))
+        async with open_client(paths=d.paths) as client:
+            ok = await collect(
+                client, p.Ask(prompt="warm", agent="writer", workspace=str(tmp_path))
+            )
+            assert ok[1].text == "fine"
+            # A database that refuses this one message (a trigger the test adds).
+            con = apsw.Connection(str(d.paths.data_dir / "tenants" / "local.db"))
+            con.execute(
+                "CREATE TRIGGER poison BEFORE INSERT ON messages"
+                " WHEN NEW.role = 'user' AND NEW.content = 'poison'"
+                " BEGIN SELECT RAISE(ABORT, 'poisoned message'); END"
+            )
+            con.close()
+            with pytest.raises(RemoteError):
+                await collect(
+                    client, p.Ask(prompt="poison", agent="writer", workspace=str(tmp_path))
+                )
+            tasks = (await client.call(p.TaskListOp())).tasks
+            poisoned = [t for t in tasks if t.request == "poison"]
+            assert [t.status for t in poisoned] == ["failed"], poisoned
+            assert (await client.call(p.Ping())).pid == d.proc.pid  # type: ignore[union-attr]

@@ -168,7 +168,9 @@ def save_task_record(
 ) -> None:
     """``save_task``, then ``append_message`` of ``message`` (which has no ``parent``) with
     ``tokens``, in one statement (the ``task_writes`` view, schema version 4): both or
-    neither, and one SQLite call for the writer's thread."""
+    neither, and one SQLite call for the writer's thread. ``message.content`` is a str
+    (never NULL: the view's ``WHERE NEW.content IS NOT NULL`` is there for SQLite's
+    grammar of an upsert from a SELECT, and would skip the message)."""
     con.execute(
         "INSERT INTO task_writes (task, status, request, agent, conversation, result, now,"
         " msg_conversation, role, msg_agent, content, tokens, cost)"

@@ -129,7 +129,6 @@ class Writer:
         self._token: trio.lowlevel.TrioToken | None = None
         #: The drainer is to be started by the kicker (``_schedule_kick``), not yet started.
         self._kick_pending = False
-        self._kicker: trio.lowlevel.Task | None = None  # parked until the next kick
         self.batches = 0
         self.writes = 0
 
@@ -215,33 +214,27 @@ class Writer:
             self._schedule_kick()
 
     def _schedule_kick(self) -> None:
-        """Start the drainer once the tasks that run now have run (the kicker is a task
-        woken here): the writes they submit meanwhile join the same group commit. Started
-        at once, the drainer would commit the first write alone while a burst of requests
-        submits theirs one after another, each with its own COMMIT, fsync and wake-up of
-        the event loop."""
-        kicker = self._kicker
-        if kicker is not None:
-            self._kicker = None
-            trio.lowlevel.reschedule(kicker)
-            return
+        """Start the drainer once the tasks that run now have run (the run's kicker, a task
+        woken here, starts it): the writes they submit meanwhile join the same group
+        commit. Started at once, the drainer would commit the first write alone while a
+        burst of requests submits theirs one after another, each with its own COMMIT,
+        fsync and wake-up of the event loop."""
         try:
-            trio.lowlevel.spawn_system_task(self._kick_loop, name="memory writer kick")
-        except RuntimeError:  # the run is ending: no more tasks, start it now
-            self._kick()
-
-    async def _kick_loop(self) -> None:
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            self._kicker = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        while True:
-            self._kick()
-            self._kicker = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(abort)
+            kicker = _KICKER.get()
+        except LookupError:
+            kicker = _Kicker()
+            _KICKER.set(kicker)
+            try:
+                trio.lowlevel.spawn_system_task(kicker.run, name="memory writer kicker")
+            except RuntimeError:  # the run is ending: no more tasks, start it now
+                self._kick()
+                return
+        kicker.schedule(self)
 
     def _kick(self) -> None:
-        """Start the drainer if a kick is pending (any thread)."""
+        """Start the drainer if a kick is pending (any thread). If no thread can be started,
+        the queued writes fail with that error (their callers hear it) and the writer stays
+        usable."""
         with self._lock:
             if not self._kick_pending:
                 return
@@ -250,7 +243,20 @@ class Writer:
                 self._running = False
                 self._idle.set()
                 return
-        trio.lowlevel.start_thread_soon(self._drain, self._drained, name="memory writer")
+        try:
+            trio.lowlevel.start_thread_soon(self._drain, self._drained, name="memory writer")
+        except Exception as exc:
+            log.error("memory writer: cannot start its thread: %r", exc)
+            with self._lock:
+                jobs = list(self._queue)
+                self._queue.clear()
+                for job in jobs:
+                    job.taken = True
+                    job.error = exc
+                self._running = False
+                self._idle.set()
+            if jobs and self._token is not None:
+                self._token.run_sync_soon(self._finish, jobs)
 
     def wait_idle(self, timeout: float) -> bool:
         """Blocking: wait until no drainer runs (for closing the connection); a drainer
@@ -448,3 +454,39 @@ class Writer:
                     reschedule(job.task, outcome.Value(job.result))
                 else:
                     reschedule(job.task, outcome.Error(job.error))
+
+
+class _Kicker:
+    """One per Trio run: starts the drainers of the writers that have writes waiting for a
+    kick, once the tasks that were running when they asked have run. Holds a writer only
+    until its kick (a closed writer is not kept alive by it)."""
+
+    def __init__(self) -> None:
+        self._writers: list[Writer] = []
+        self._parked: trio.lowlevel.Task | None = None
+
+    def schedule(self, writer: Writer) -> None:
+        self._writers.append(writer)
+        parked = self._parked
+        if parked is not None:
+            self._parked = None
+            trio.lowlevel.reschedule(parked)
+
+    async def run(self) -> None:
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._parked = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        while True:
+            self._kick_all()
+            if not self._writers:
+                self._parked = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _kick_all(self) -> None:
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            writer._kick()  # never raises (a failure fails that writer's writes)
+
+
+_KICKER: trio.lowlevel.RunVar[_Kicker] = trio.lowlevel.RunVar("memory writer kicker")

@@ -267,12 +267,19 @@ async def _run_task(
                         for pending in submitted:
                             await asks.settle(pending)
                         await run.settle()
-                    except Exception:
-                        # The task's record or a checkpoint failed after all: the record of
-                        # the failure goes after the end's (``finally``). The answer stays
-                        # in the conversation: only a database failing under a write does
-                        # this.
-                        status, finished = "failed", False
+                    except BaseException as exc:
+                        if failed or not _is_cancellation(exc):
+                            # The task's record (its failure cancels this scope: ``failed``
+                            # says so) or a checkpoint failed after all: the record of the
+                            # failure goes after the end's (``finally``). The answer stays
+                            # in the conversation: only a database failing under a write
+                            # does this.
+                            status, finished = "failed", False
+                        else:
+                            # Cancelled or out of time with everything submitted: the task
+                            # is done all the same; its end is waited for (shielded) and
+                            # published before the cancel goes on.
+                            await finish("done", text, early)
                         raise
                 else:
                     for pending in submitted:

@@ -51,7 +51,9 @@ class ActorRef:
     def idle(self) -> bool:
         """Nothing in the mailbox and every worker waiting for a message: a message handled
         now (``ask_now``) overtakes none queued or in progress. For actors that decline in
-        ``handle_now`` what must keep its order only because of those."""
+        ``handle_now`` what must keep its order only because of those. Side tasks
+        (``Actor.start_soon``) are not counted: an actor whose order depends on them must
+        not rely on this."""
         instance = self._cell.instance
         mailbox = self._mailbox
         return (

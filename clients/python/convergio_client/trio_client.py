@@ -200,22 +200,25 @@ class AsyncClient:
             for frame in frames:
                 try:
                     batch = protocol.decode_server_frame(frame)
-                except Exception:
-                    batch = self._salvage(frame)
+                except Exception as exc:
+                    batch = self._salvage(frame, exc)
                 for msg in batch:
                     dispatch(msg)
 
     @staticmethod
-    def _salvage(frame: bytes) -> list[protocol.ServerMessage]:
+    def _salvage(frame: bytes, error: Exception) -> list[protocol.ServerMessage]:
+        """The messages of a frame that did not decode whole: those of a batch that do (a
+        newer daemon's message this client does not know costs only that message)."""
         if protocol.is_batch(frame):
             try:
                 good, bad = protocol.decode_batch_loosely(frame)
             except Exception:
-                good, bad = [], 1
+                log.error("unreadable batch frame from the daemon dropped: %r", error)
+                return []
             if bad:
                 log.error("%d undecodable messages of a batch from the daemon dropped", bad)
             return good
-        log.exception("undecodable frame from the daemon dropped")
+        log.error("undecodable frame from the daemon dropped: %r", error)
         return []
 
     def _dispatch(self, msg: protocol.ServerMessage) -> None:
