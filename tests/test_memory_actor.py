@@ -725,37 +725,29 @@ def test_a_task_record_in_one_statement_writes_what_the_three_did(tmp_path: Path
         schema.migrate(con)
         cons.append(con)
     one, three = cons
+
+    def task(name: str, status: str, conversation: str, **kw: Any) -> m.SaveTask:
+        return m.SaveTask(
+            tenant="t",
+            task=name,
+            status=status,
+            request=kw.pop("request", "q"),
+            agent=kw.pop("agent", "a"),
+            conversation=conversation,
+            **kw,
+        )
+
+    def said(conversation: str, role: str, content: str, **kw: Any) -> m.AppendMessage:
+        return m.AppendMessage(
+            tenant="t", conversation=conversation, role=role, content=content, **kw
+        )  # type: ignore[arg-type]
+
     writes = [
+        (task("t1", "running", "c1"), said("c1", "user", "hello")),
+        (task("t1", "done", "c1", result="r"), said("c1", "assistant", "r", agent="a", cost=0.5)),
         (
-            m.SaveTask(
-                tenant="t", task="t1", status="running", request="q", agent="a", conversation="c1"
-            ),
-            m.AppendMessage(tenant="t", conversation="c1", role="user", content="hello"),
-        ),
-        (
-            m.SaveTask(
-                tenant="t",
-                task="t1",
-                status="done",
-                request="q",
-                agent="a",
-                conversation="c1",
-                result="r",
-            ),
-            m.AppendMessage(
-                tenant="t", conversation="c1", role="assistant", content="r", agent="a", cost=0.5
-            ),
-        ),
-        (
-            m.SaveTask(
-                tenant="t",
-                task="t2",
-                status="running",
-                request="é 漢字",
-                agent="b",
-                conversation="c2",
-            ),
-            m.AppendMessage(tenant="t", conversation="c2", role="user", content="é 漢字", tokens=7),
+            task("t2", "running", "c2", request="é 漢字", agent="b"),
+            said("c2", "user", "é 漢字", tokens=7),
         ),
     ]
     for i, (task, message) in enumerate(writes):
