@@ -122,6 +122,19 @@ async def test_no_thread_for_the_writer_fails_its_writes_and_it_recovers(
     assert [r[0] for r in w.con.execute("SELECT v FROM t")] == [3]
 
 
+async def test_writes_after_the_runs_kicker_ended_still_commit(tmp_path: Path) -> None:
+    """The kicker (a system task) is cancelled when the run ends; a write made after that
+    (from another system task's cleanup) starts its drainer itself instead of waiting for
+    a kick that will not come."""
+    from convergiod.actors.memory.writer import _KICKER
+
+    w = _writer(tmp_path)
+    assert await w.write(_insert(1)) == 1  # type: ignore[arg-type]
+    _KICKER.get().ended = True
+    with trio.fail_after(10):
+        assert await w.write(_insert(2)) == 2  # type: ignore[arg-type]
+
+
 async def test_writer_failure_and_cancellation_stay_with_their_own_write(tmp_path: Path) -> None:
     w = _writer(tmp_path)
     await w.write(_insert(1))  # type: ignore[arg-type]

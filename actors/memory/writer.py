@@ -221,14 +221,17 @@ class Writer:
         fsync and wake-up of the event loop."""
         try:
             kicker = _KICKER.get()
-        except LookupError:
+        except LookupError:  # the first kick of this run
             kicker = _Kicker()
-            _KICKER.set(kicker)
             try:
                 trio.lowlevel.spawn_system_task(kicker.run, name="memory writer kicker")
             except RuntimeError:  # the run is ending: no more tasks, start it now
                 self._kick()
                 return
+            _KICKER.set(kicker)
+        if kicker.ended:  # cancelled with the run: nothing kicks any more, start it now
+            self._kick()
+            return
         kicker.schedule(self)
 
     def _kick(self) -> None:
@@ -464,6 +467,7 @@ class _Kicker:
     def __init__(self) -> None:
         self._writers: list[Writer] = []
         self._parked: trio.lowlevel.Task | None = None
+        self.ended = False
 
     def schedule(self, writer: Writer) -> None:
         self._writers.append(writer)
@@ -477,11 +481,15 @@ class _Kicker:
             self._parked = None
             return trio.lowlevel.Abort.SUCCEEDED
 
-        while True:
-            self._kick_all()
-            if not self._writers:
-                self._parked = trio.lowlevel.current_task()
-                await trio.lowlevel.wait_task_rescheduled(abort)
+        try:
+            while True:
+                self._kick_all()
+                if not self._writers:
+                    self._parked = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(abort)
+        finally:
+            self.ended = True
+            self._kick_all()  # what was scheduled meanwhile starts now
 
     def _kick_all(self) -> None:
         writers, self._writers = self._writers, []
