@@ -43,6 +43,7 @@ from convergiod.protocol import (
     Result,
     ResultBody,
 )
+from convergiod.runtime.doorbell import Doorbell
 from convergiod.runtime.pending import Pending
 from convergiod.zmqtrio import TrioSocket
 
@@ -230,8 +231,8 @@ class Gateway:
         self._pong = Pong(version=version, protocol=protocol.PROTOCOL_VERSION, pid=pid)
         #: Frames for clients that take batches, by client, until the flusher sends them.
         self._outbox: dict[bytes, list[bytes]] = {}
-        #: The flusher task while it waits for frames (see ``_flush_loop``).
-        self._flusher: trio.lowlevel.Task | None = None
+        #: Wakes the flusher (``_flush_loop``) when frames are queued.
+        self._flusher = Doorbell()
 
     # ------------------------------------------------------------------ public
 
@@ -317,12 +318,12 @@ class Gateway:
             return True
 
     def queue(self, ident: bytes, msg: protocol.ServerMessage) -> None:
-        """Send ``msg`` (of a request that takes batches) with the other frames for this
+        """Send ``msg`` (of a request that takes batches) with the other messages for this
         client made in this pass of the scheduler: the flusher, woken here, runs after the
-        tasks that are running now and sends each client's messages as one batch frame. A client
-        with this one request in flight and nothing queued has nothing to share a message
-        with: its frame goes at once (no trip through the flusher's task). Never yields;
-        the order of a client's frames is kept."""
+        tasks that are running now and sends each client's messages as one batch frame. A
+        client with this one request in flight and nothing queued has nothing to share a
+        frame with: its message goes at once (no trip through the flusher's task). Never
+        yields; the order of a client's messages is kept."""
         frame = protocol.encode(msg)
         frames = self._outbox.get(ident)
         if frames is None:
@@ -335,24 +336,15 @@ class Gateway:
             self._outbox[ident] = [frame]
         else:
             frames.append(frame)
-        flusher = self._flusher
-        if flusher is not None:
-            self._flusher = None
-            trio.lowlevel.reschedule(flusher)
+        self._flusher.ring()
 
     async def _flush_loop(self) -> None:
         """Send what ``queue`` gathered, one frame per client (split past BATCH_MAX_*)."""
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            self._flusher = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
         refused = 0
         try:
             while True:
                 if not self._outbox:
-                    self._flusher = trio.lowlevel.current_task()
-                    await trio.lowlevel.wait_task_rescheduled(abort)
+                    await self._flusher.wait()
                 if self._send_queued(drop=refused >= _BATCH_RETRIES):
                     refused = 0
                     continue
@@ -361,7 +353,6 @@ class Gateway:
                 refused += 1
                 await trio.sleep(0.001)
         finally:
-            self._flusher = None
             self._send_queued(drop=True)  # cancelled (the gateway stops): what is left goes
 
     def _send_queued(self, *, drop: bool) -> bool:

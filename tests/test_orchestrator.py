@@ -137,6 +137,16 @@ def write_agents(d: DaemonProcess, **agents: str) -> None:
         (directory / f"{name}.md").write_text(text)
 
 
+def daemon_with_agents(
+    daemon_factory: Callable[..., DaemonProcess], port: int, **agents: str
+) -> DaemonProcess:
+    """A daemon on the scripted server at ``port`` that starts with these agent files."""
+    d = daemon_factory(router_config(port), start=False)
+    write_agents(d, **agents)
+    d.start()
+    return d
+
+
 async def test_agent_that_calls_tools_forever_is_stopped_at_its_limit(
     daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
 ) -> None:
@@ -144,9 +154,7 @@ async def test_agent_that_calls_tools_forever_is_stopped_at_its_limit(
         return Reply(text="again", calls=[("fs.list", {"path": "."})])
 
     async with scripted(script) as server:
-        d = daemon_factory(router_config(server.port), start=False)
-        write_agents(d, looper=LOOPER)
-        d.start()
+        d = daemon_with_agents(daemon_factory, server.port, looper=LOOPER)
         async with open_client(paths=d.paths) as client:
             with pytest.raises(RemoteError) as info:
                 await collect(client, p.Ask(prompt="go", agent="looper", workspace=str(tmp_path)))
@@ -164,9 +172,7 @@ async def test_delegation_cycle_is_refused(
         return Reply(calls=[("delegate", {"agent": other, "task": "loop"})])
 
     async with scripted(script) as server:
-        d = daemon_factory(router_config(server.port), start=False)
-        write_agents(d, alpha=CYCLE_A, beta=CYCLE_B)
-        d.start()
+        d = daemon_with_agents(daemon_factory, server.port, alpha=CYCLE_A, beta=CYCLE_B)
         async with open_client(paths=d.paths) as client:
             events, answer = await collect(
                 client, p.Ask(prompt="go", agent="alpha", workspace=str(tmp_path))
@@ -187,9 +193,11 @@ async def test_read_only_turns_are_checkpointed_with_their_results(
         return Reply(text="listed", chunks=1)
 
     async with scripted(script) as server:
-        d = daemon_factory(router_config(server.port), start=False)
-        write_agents(d, looper=LOOPER.replace("max_tool_calls = 3", "max_tool_calls = 10"))
-        d.start()
+        d = daemon_with_agents(
+            daemon_factory,
+            server.port,
+            looper=LOOPER.replace("max_tool_calls = 3", "max_tool_calls = 10"),
+        )
         async with open_client(paths=d.paths) as client:
             # The first task opens the tenant's database (its record goes through the
             # memory actor's mailbox); the second finds it open (every write is submitted
@@ -276,9 +284,7 @@ async def test_root_agent_past_its_own_time_limit_fails_with_its_name(
         return Reply(text="very slow words " * 20, chunks=20, delay=0.2)
 
     async with scripted(script) as server:
-        d = daemon_factory(router_config(server.port), start=False)
-        write_agents(d, slowpoke=SLOWPOKE)
-        d.start()
+        d = daemon_with_agents(daemon_factory, server.port, slowpoke=SLOWPOKE)
         async with open_client(paths=d.paths) as client:
             with pytest.raises(RemoteError) as info:
                 await collect(client, p.Ask(prompt="go", agent="slowpoke", workspace=str(tmp_path)))

@@ -47,7 +47,7 @@ import apsw
 import outcome
 import trio
 
-from convergiod.runtime import Pending
+from convergiod.runtime import Doorbell, Pending
 
 log = logging.getLogger("convergiod.memory")
 
@@ -466,27 +466,19 @@ class _Kicker:
 
     def __init__(self) -> None:
         self._writers: list[Writer] = []
-        self._parked: trio.lowlevel.Task | None = None
+        self._bell = Doorbell()
         self.ended = False
 
     def schedule(self, writer: Writer) -> None:
         self._writers.append(writer)
-        parked = self._parked
-        if parked is not None:
-            self._parked = None
-            trio.lowlevel.reschedule(parked)
+        self._bell.ring()
 
     async def run(self) -> None:
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            self._parked = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
         try:
             while True:
                 self._kick_all()
                 if not self._writers:
-                    self._parked = trio.lowlevel.current_task()
-                    await trio.lowlevel.wait_task_rescheduled(abort)
+                    await self._bell.wait()
         finally:
             self.ended = True
             self._kick_all()  # what was scheduled meanwhile starts now

@@ -593,11 +593,8 @@ class _CappedSink:
 def _export(store: wasmtime.Store, instance: wasmtime.Instance, name: bytes) -> object:
     """One export by name. ``Instance.exports()`` wraps every export of the module (tens of
     microseconds for a C module); this looks up only the one needed."""
-    item = ffi.wasmtime_extern_t()
-    found = ffi.wasmtime_instance_export_get(
-        store._context(), ctypes.byref(instance._instance), name, len(name), ctypes.byref(item)
-    )
-    return wrap_extern(item) if found else None
+    item = _export_extern(store, instance, name)
+    return wrap_extern(item) if item is not None else None
 
 
 def _export_extern(store: wasmtime.Store, instance: wasmtime.Instance, name: bytes) -> Any:

@@ -35,6 +35,7 @@ from convergiod.actors.memory.messages import RecordUsage
 from convergiod.actors.router.budget import Budgets
 from convergiod.actors.router.catalog import Catalog, Deployment
 from convergiod.actors.router.http import HttpClient
+from convergiod.actors.router.identity import IdentityCache
 from convergiod.actors.router.ledger import Ledger
 from convergiod.actors.router.messages import (
     Chat,
@@ -74,60 +75,35 @@ _MESSAGE_OVERHEAD = 4  # role and separators per message, as chat templates add
 
 def estimate_prompt(chat: Chat) -> int:
     """Estimated input tokens: every message plus the tool schemas (C core). An agent's
-    turns resend the messages of the turns before (the same objects): a message's estimate
-    is kept by identity, as the prompts' are."""
-    total = 0
-    cache = _message_cache
-    for m in chat.messages:
-        hit = cache.get(id(m))
-        if hit is not None and hit[0] is m:
-            total += hit[1]
-            continue
-        n = _text_tokens(m.content) + _MESSAGE_OVERHEAD
-        for call in m.tool_calls:
-            n += native.estimate_tokens(call.name) + native.estimate_tokens(call.arguments)
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        cache[id(m)] = (m, n)
-        total += n
+    turns resend the messages of the turns before (the same objects): estimates are kept
+    by identity (``IdentityCache``)."""
+    total = sum(map(_message_tokens, chat.messages))
     if chat.tools:
         total += _tool_tokens(chat.tools)
     return total
 
 
-# An agent sends the same system prompt, the same earlier messages and the same tool list
-# (the same objects) on every turn: their estimates are kept by identity, with the object
-# itself (so its id cannot be reused while cached). Strings are immutable; tool lists are
-# not changed once a call was made with them.
-_CACHE_LIMIT = 1024
 _CACHED_TEXT = 512  # shorter texts cost less to estimate than to look up
-_text_cache: dict[int, tuple[str, int]] = {}
-_tools_cache: dict[int, tuple[list[Any], int]] = {}
-_message_cache: dict[int, tuple[Message, int]] = {}
+_long_text_tokens = IdentityCache(native.estimate_tokens)
 
 
 def _text_tokens(text: str) -> int:
     if len(text) < _CACHED_TEXT:
         return native.estimate_tokens(text)
-    hit = _text_cache.get(id(text))
-    if hit is not None and hit[0] is text:
-        return hit[1]
-    n = native.estimate_tokens(text)
-    if len(_text_cache) >= _CACHE_LIMIT:
-        _text_cache.clear()
-    _text_cache[id(text)] = (text, n)
+    return _long_text_tokens(text)
+
+
+def _count_message(m: Message) -> int:
+    n = _text_tokens(m.content) + _MESSAGE_OVERHEAD
+    for call in m.tool_calls:
+        n += native.estimate_tokens(call.name) + native.estimate_tokens(call.arguments)
     return n
 
 
-def _tool_tokens(tools: list[Any]) -> int:
-    hit = _tools_cache.get(id(tools))
-    if hit is not None and hit[0] is tools:
-        return hit[1]
-    n = native.estimate_tokens(msgspec.json.encode(tools))
-    if len(_tools_cache) >= _CACHE_LIMIT:
-        _tools_cache.clear()
-    _tools_cache[id(tools)] = (tools, n)
-    return n
+_message_tokens = IdentityCache(_count_message)
+_tool_tokens: IdentityCache[list[Any], int] = IdentityCache(
+    lambda tools: native.estimate_tokens(msgspec.json.encode(tools))
+)
 
 
 #: Where a call's events go: awaited once per event; raises ``ClientGone`` when the caller

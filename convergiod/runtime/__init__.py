@@ -8,6 +8,7 @@ Usage::
 """
 
 from .actor import NOT_NOW, Actor
+from .doorbell import Doorbell
 from .errors import (
     ActorCrashed,
     ActorError,
@@ -40,6 +41,7 @@ __all__ = [
     "AskTimeout",
     "ChildSpec",
     "ChildStartError",
+    "Doorbell",
     "EventCallback",
     "MailboxFull",
     "Pending",

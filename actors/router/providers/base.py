@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from convergiod.actors.router.messages import Message, ToolSpec
 
-__all__ = ["Outcome", "Provider", "ProviderRequest", "Sink", "api_key", "tools_once"]
+__all__ = ["Outcome", "Provider", "ProviderRequest", "Sink", "api_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,25 +75,3 @@ def api_key(env_name: str | None) -> str | None:
     if not env_name:
         return None
     return os.environ.get(env_name) or None
-
-
-_TOOLS_CACHE_LIMIT = 256
-_tools_bodies: dict[tuple[int, Any], tuple[list[ToolSpec], list[dict[str, Any]]]] = {}
-
-
-def tools_once(
-    tools: list[ToolSpec], build: Callable[[list[ToolSpec]], list[dict[str, Any]]]
-) -> list[dict[str, Any]]:
-    """``build(tools)``, kept by the list's identity (with the list, so its id cannot be
-    reused while kept): an agent offers the same list object on every turn, and tool lists
-    are not changed once a call was made with them (as for the router's estimates). The
-    result is shared: callers only encode it."""
-    key = (id(tools), build)
-    hit = _tools_bodies.get(key)
-    if hit is not None and hit[0] is tools:
-        return hit[1]
-    body = build(tools)
-    if len(_tools_bodies) >= _TOOLS_CACHE_LIMIT:
-        _tools_bodies.clear()
-    _tools_bodies[key] = (tools, body)
-    return body

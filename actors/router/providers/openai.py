@@ -16,11 +16,12 @@ from typing import Any
 import msgspec
 
 from convergiod.actors.router.http import HttpClient
+from convergiod.actors.router.identity import IdentityCache
 from convergiod.actors.router.messages import Message, ToolSpec
 from convergiod.actors.router.reliability import ProviderError
 from convergiod.config import RouterProviderConfig
 
-from .base import Outcome, ProviderRequest, Sink, api_key, tools_once
+from .base import Outcome, ProviderRequest, Sink, api_key
 from .sse_http import post_sse
 
 __all__ = ["OpenAIProvider", "to_openai_messages"]
@@ -101,6 +102,11 @@ def _tools(tools: list[ToolSpec]) -> list[dict[str, Any]]:
     ]
 
 
+#: The tools' JSON for this API, made once per tool list (an agent offers the same list
+#: object on every turn); shared: callers only encode it.
+_tools_body = IdentityCache(_tools, limit=256)
+
+
 class OpenAIProvider:
     def __init__(self, name: str, config: RouterProviderConfig, client: HttpClient) -> None:
         self.name = name
@@ -119,7 +125,7 @@ class OpenAIProvider:
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if request.tools:
-            body["tools"] = tools_once(request.tools, _tools)
+            body["tools"] = _tools_body(request.tools)
         headers = [("content-type", "application/json"), ("accept", "text/event-stream")]
         key = api_key(self.config.api_key_env)
         if key:
